@@ -1,0 +1,413 @@
+//! Safe, streaming extraction of a binary from `.tar.gz` / `.zip`, and
+//! deterministic archive writing for bundles (SPEC §2.4).
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{FileDigest, HashingWriter};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ArchiveKind {
+    #[serde(rename = "tar.gz")]
+    TarGz,
+    #[serde(rename = "zip")]
+    Zip,
+}
+
+impl ArchiveKind {
+    pub fn extension(self) -> &'static str {
+        match self {
+            ArchiveKind::TarGz => "tar.gz",
+            ArchiveKind::Zip => "zip",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("unsafe entry `{entry}` in {archive}: {reason}\nhint: the archive is malformed or hostile; nothing was extracted")]
+    UnsafeEntry {
+        archive: PathBuf,
+        entry: String,
+        reason: &'static str,
+    },
+    #[error("`{binary}` not found in {archive}\n  entries: {entries}\nhint: the asset does not contain the expected binary; check the `binary` path in the manifest or sidecars.toml")]
+    BinaryNotFound {
+        archive: PathBuf,
+        binary: String,
+        entries: String,
+    },
+    #[error("cannot read archive {archive}: {source}\nhint: the file is corrupt or not a {kind}; delete it and fetch again")]
+    Corrupt {
+        archive: PathBuf,
+        kind: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Checks an archive entry's path: relative, no `..`, no root or drive prefix.
+pub fn check_entry_path(name: &str) -> Result<PathBuf, &'static str> {
+    if name.is_empty() {
+        return Err("empty path");
+    }
+    if name.contains('\0') {
+        return Err("path contains a NUL byte");
+    }
+    let norm = name.replace('\\', "/");
+    if norm.starts_with('/') {
+        return Err("absolute path");
+    }
+    let mut out = PathBuf::new();
+    for comp in Path::new(&norm).components() {
+        match comp {
+            Component::Normal(c) => out.push(c),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("path contains `..`"),
+            Component::RootDir | Component::Prefix(_) => return Err("absolute path"),
+        }
+    }
+    if norm.split('/').any(|seg| seg.len() >= 2 && seg.as_bytes()[1] == b':') {
+        return Err("path has a drive prefix");
+    }
+    Ok(out)
+}
+
+/// A link target must stay inside the extraction root when resolved from the
+/// directory of the link itself.
+fn check_link_target(entry: &Path, target: &str) -> Result<(), &'static str> {
+    let norm = target.replace('\\', "/");
+    if norm.starts_with('/') || Path::new(&norm).has_root() {
+        return Err("link points to an absolute path");
+    }
+    let mut depth: i64 = entry.components().count() as i64 - 1;
+    for comp in Path::new(&norm).components() {
+        match comp {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            _ => return Err("link points to an absolute path"),
+        }
+        if depth < 0 {
+            return Err("link points outside the archive");
+        }
+    }
+    Ok(())
+}
+
+/// Extracts the entry `binary` of `archive` to `dest` (written through a temp
+/// file beside it, mode 0755), hashing while writing. Every entry of the
+/// archive is checked first; one unsafe entry refuses the whole archive.
+pub fn extract_binary(
+    archive: &Path,
+    kind: ArchiveKind,
+    binary: &str,
+    dest: &Path,
+) -> Result<FileDigest, ArchiveError> {
+    let wanted = check_entry_path(binary).map_err(|reason| ArchiveError::UnsafeEntry {
+        archive: archive.to_path_buf(),
+        entry: binary.to_string(),
+        reason,
+    })?;
+    let corrupt = |source: io::Error| ArchiveError::Corrupt {
+        archive: archive.to_path_buf(),
+        kind: kind.extension(),
+        source,
+    };
+    let names = list_checked(archive, kind)?;
+    let chosen = pick_entry(&names, &wanted).ok_or_else(|| ArchiveError::BinaryNotFound {
+        archive: archive.to_path_buf(),
+        binary: binary.to_string(),
+        entries: summarize(&names),
+    })?;
+
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let write_err = |source: io::Error| ArchiveError::Write {
+        path: dest.to_path_buf(),
+        source,
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(
+            ".{}.extract-",
+            dest.file_name().unwrap_or_default().to_string_lossy()
+        ))
+        .tempfile_in(dir)
+        .map_err(write_err)?;
+    let mut out = HashingWriter::new(io::BufWriter::new(tmp.as_file()));
+    match kind {
+        ArchiveKind::TarGz => {
+            let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(open(archive)?));
+            for entry in ar.entries().map_err(corrupt)? {
+                let mut entry = entry.map_err(corrupt)?;
+                let path = entry.path().map_err(corrupt)?.into_owned();
+                if check_entry_path(&path.to_string_lossy()).ok().as_ref() == Some(&chosen) {
+                    io::copy(&mut entry, &mut out).map_err(corrupt)?;
+                    break;
+                }
+            }
+        }
+        ArchiveKind::Zip => {
+            let mut zip = zip::ZipArchive::new(open(archive)?).map_err(|e| corrupt(e.into()))?;
+            for i in 0..zip.len() {
+                let mut file = zip.by_index(i).map_err(|e| corrupt(e.into()))?;
+                if check_entry_path(&String::from_utf8_lossy(file.name_raw())).ok().as_ref() == Some(&chosen) {
+                    io::copy(&mut file, &mut out).map_err(corrupt)?;
+                    break;
+                }
+            }
+        }
+    }
+    let digest = out.finish().map_err(write_err)?;
+    tmp.as_file().sync_all().map_err(write_err)?;
+    set_executable(tmp.path()).map_err(write_err)?;
+    tmp.persist(dest).map_err(|e| write_err(e.error))?;
+    Ok(digest)
+}
+
+fn open(archive: &Path) -> Result<BufReader<File>, ArchiveError> {
+    File::open(archive)
+        .map(BufReader::new)
+        .map_err(|source| ArchiveError::Write {
+            path: archive.to_path_buf(),
+            source,
+        })
+}
+
+/// Lists every regular-file entry, refusing the archive if any entry is unsafe.
+fn list_checked(archive: &Path, kind: ArchiveKind) -> Result<Vec<PathBuf>, ArchiveError> {
+    let corrupt = |source: io::Error| ArchiveError::Corrupt {
+        archive: archive.to_path_buf(),
+        kind: kind.extension(),
+        source,
+    };
+    let unsafe_entry = |entry: String, reason| ArchiveError::UnsafeEntry {
+        archive: archive.to_path_buf(),
+        entry,
+        reason,
+    };
+    let mut files = Vec::new();
+    match kind {
+        ArchiveKind::TarGz => {
+            let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(open(archive)?));
+            for entry in ar.entries().map_err(corrupt)? {
+                let entry = entry.map_err(corrupt)?;
+                let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                let path = check_entry_path(&raw).map_err(|r| unsafe_entry(raw.clone(), r))?;
+                let kind = entry.header().entry_type();
+                if kind.is_symlink() || kind.is_hard_link() {
+                    let target = entry
+                        .link_name_bytes()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
+                    if kind.is_hard_link() {
+                        // Hard link targets are relative to the archive root.
+                        check_entry_path(&target).map_err(|r| unsafe_entry(raw.clone(), r))?;
+                    } else {
+                        check_link_target(&path, &target).map_err(|r| unsafe_entry(raw, r))?;
+                    }
+                } else if kind.is_file() {
+                    files.push(path);
+                }
+            }
+        }
+        ArchiveKind::Zip => {
+            let mut zip = zip::ZipArchive::new(open(archive)?).map_err(|e| corrupt(e.into()))?;
+            for i in 0..zip.len() {
+                let file = zip.by_index_raw(i).map_err(|e| corrupt(e.into()))?;
+                let raw = String::from_utf8_lossy(file.name_raw()).into_owned();
+                let path = check_entry_path(&raw).map_err(|r| unsafe_entry(raw.clone(), r))?;
+                if file.is_symlink() {
+                    // A zip symlink stores its target as the entry's contents.
+                    drop(file);
+                    let mut target = String::new();
+                    zip.by_index(i)
+                        .map_err(|e| corrupt(e.into()))?
+                        .take(4096)
+                        .read_to_string(&mut target)
+                        .map_err(corrupt)?;
+                    check_link_target(&path, &target).map_err(|r| unsafe_entry(raw, r))?;
+                } else if file.is_file() {
+                    files.push(path);
+                }
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// The exact path, else the one file whose name matches (archives that add a top folder).
+fn pick_entry(names: &[PathBuf], wanted: &Path) -> Option<PathBuf> {
+    if let Some(p) = names.iter().find(|p| p.as_path() == wanted) {
+        return Some(p.clone());
+    }
+    let mut by_name = names.iter().filter(|p| p.file_name() == wanted.file_name());
+    match (by_name.next(), by_name.next()) {
+        (Some(p), None) => Some(p.clone()),
+        _ => None,
+    }
+}
+
+fn summarize(names: &[PathBuf]) -> String {
+    if names.is_empty() {
+        return "(none)".to_string();
+    }
+    let mut shown: Vec<String> = names.iter().take(10).map(|p| p.display().to_string()).collect();
+    if names.len() > 10 {
+        shown.push(format!("… {} more", names.len() - 10));
+    }
+    shown.join(", ")
+}
+
+#[cfg(unix)]
+pub fn set_executable(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+}
+
+#[cfg(not(unix))]
+pub fn set_executable(_path: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// One file to put into an archive.
+pub struct ArchiveEntry {
+    /// Path inside the archive (forward slashes).
+    pub name: String,
+    /// File on disk whose contents are streamed in.
+    pub source: PathBuf,
+    pub executable: bool,
+}
+
+/// Writes a reproducible `.tar.gz`: entries sorted by name, fixed mtime,
+/// uid/gid 0, empty owner names, 0755/0644 modes, gzip header without name or
+/// timestamp. Parent directories are added as entries too.
+pub fn write_tar_gz(out: &Path, entries: &[ArchiveEntry], mtime: u64) -> io::Result<()> {
+    let file = File::create(out)?;
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(io::BufWriter::new(file), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    tar.mode(tar::HeaderMode::Deterministic);
+    for (name, source) in with_dirs(entries) {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(mtime);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_username("")?;
+        header.set_groupname("")?;
+        match source {
+            None => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                tar.append_data(&mut header, &name, io::empty())?;
+            }
+            Some(entry) => {
+                let f = File::open(&entry.source)?;
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(if entry.executable { 0o755 } else { 0o644 });
+                header.set_size(f.metadata()?.len());
+                tar.append_data(&mut header, &name, BufReader::new(f))?;
+            }
+        }
+    }
+    let gz = tar.into_inner()?;
+    let mut buf = gz.finish()?;
+    buf.flush()?;
+    buf.into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()
+}
+
+/// Writes a reproducible `.zip` (sorted entries, fixed timestamp, fixed modes).
+pub fn write_zip(out: &Path, entries: &[ArchiveEntry], mtime: u64) -> io::Result<()> {
+    let file = File::create(out)?;
+    let mut zip = zip::ZipWriter::new(io::BufWriter::new(file));
+    let stamp = dos_time(mtime);
+    for (name, source) in with_dirs(entries) {
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .last_modified_time(stamp);
+        match source {
+            None => zip
+                .add_directory(name, opts.unix_permissions(0o755))
+                .map_err(io::Error::other)?,
+            Some(entry) => {
+                let mode = if entry.executable { 0o755 } else { 0o644 };
+                zip.start_file(name, opts.unix_permissions(mode))
+                    .map_err(io::Error::other)?;
+                io::copy(&mut BufReader::new(File::open(&entry.source)?), &mut zip)?;
+            }
+        }
+    }
+    let mut buf = zip.finish().map_err(io::Error::other)?;
+    buf.flush()?;
+    buf.into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()
+}
+
+/// Entries plus their parent directories (as `None`), sorted by archive path.
+fn with_dirs(entries: &[ArchiveEntry]) -> Vec<(String, Option<&ArchiveEntry>)> {
+    let mut all: std::collections::BTreeMap<String, Option<&ArchiveEntry>> = Default::default();
+    for e in entries {
+        let mut prefix = String::new();
+        let parts: Vec<&str> = e.name.split('/').collect();
+        for dir in &parts[..parts.len() - 1] {
+            prefix.push_str(dir);
+            prefix.push('/');
+            all.entry(prefix.clone()).or_insert(None);
+        }
+        all.insert(e.name.clone(), Some(e));
+    }
+    all.into_iter().collect()
+}
+
+/// A zip (DOS) timestamp for a Unix time; DOS time cannot go before 1980.
+fn dos_time(unix: u64) -> zip::DateTime {
+    let dt = chrono::DateTime::from_timestamp(unix as i64, 0).unwrap_or_default();
+    use chrono::{Datelike, Timelike};
+    zip::DateTime::from_date_and_time(
+        dt.year().clamp(1980, 2107) as u16,
+        dt.month() as u8,
+        dt.day() as u8,
+        dt.hour() as u8,
+        dt.minute() as u8,
+        dt.second() as u8,
+    )
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_paths() {
+        assert!(check_entry_path("opencode").is_ok());
+        assert!(check_entry_path("./bin/opencode").is_ok());
+        assert_eq!(check_entry_path("/etc/passwd"), Err("absolute path"));
+        assert_eq!(check_entry_path("a/../../x"), Err("path contains `..`"));
+        assert_eq!(check_entry_path("..\\x"), Err("path contains `..`"));
+        assert_eq!(check_entry_path("C:/x"), Err("path has a drive prefix"));
+        assert_eq!(check_entry_path(""), Err("empty path"));
+    }
+
+    #[test]
+    fn link_targets() {
+        assert!(check_link_target(Path::new("a/b"), "c").is_ok());
+        assert!(check_link_target(Path::new("a/b"), "../c").is_ok());
+        assert!(check_link_target(Path::new("a/b"), "../../c").is_err());
+        assert!(check_link_target(Path::new("b"), "/etc/passwd").is_err());
+    }
+}

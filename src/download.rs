@@ -1,0 +1,470 @@
+//! The one downloader for both halves (SPEC §2.5): streams to a temp file in
+//! the destination directory while hashing, retries with backoff, resumes with
+//! `Range`, refuses oversized bodies, verifies, then fsyncs and renames.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use indicatif::ProgressBar;
+use reqwest::header::{ACCEPT_RANGES, CONTENT_RANGE, RANGE};
+use reqwest::StatusCode;
+use sha2::{Digest, Sha256};
+
+use crate::digest::FileDigest;
+use crate::error_chain;
+use crate::github::ResetTime;
+
+#[derive(Debug, Clone)]
+pub struct DownloadConfig {
+    pub connect_timeout: Duration,
+    /// Longest wait for the next byte of a body (or for response headers).
+    pub idle_timeout: Duration,
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// First backoff; doubles each retry, plus up to 50% jitter.
+    pub backoff: Duration,
+    /// Extra trusted roots (PEM), from `OPENWRK_CA_BUNDLE`.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl Default for DownloadConfig {
+    fn default() -> Self {
+        DownloadConfig {
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            retries: 4,
+            backoff: Duration::from_millis(250),
+            ca_bundle: None,
+        }
+    }
+}
+
+impl DownloadConfig {
+    /// Defaults overridden by `OPENWRK_CONNECT_TIMEOUT`, `OPENWRK_IDLE_TIMEOUT`
+    /// (seconds), `OPENWRK_RETRY_BACKOFF_MS` and `OPENWRK_CA_BUNDLE`.
+    pub fn from_env() -> Result<Self, DownloadError> {
+        let mut c = DownloadConfig::default();
+        let num = |key: &str| -> Result<Option<f64>, DownloadError> {
+            match std::env::var(key) {
+                Ok(v) if !v.trim().is_empty() => v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|n| n.is_finite() && *n >= 0.0)
+                    .map(Some)
+                    .ok_or_else(|| DownloadError::Config(format!("{key}=`{v}` is not a number of seconds"))),
+                _ => Ok(None),
+            }
+        };
+        if let Some(s) = num("OPENWRK_CONNECT_TIMEOUT")? {
+            c.connect_timeout = Duration::from_secs_f64(s);
+        }
+        if let Some(s) = num("OPENWRK_IDLE_TIMEOUT")? {
+            c.idle_timeout = Duration::from_secs_f64(s);
+        }
+        if let Some(ms) = num("OPENWRK_RETRY_BACKOFF_MS")? {
+            c.backoff = Duration::from_secs_f64(ms / 1000.0);
+        }
+        c.ca_bundle = std::env::var_os("OPENWRK_CA_BUNDLE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        Ok(c)
+    }
+}
+
+/// What the downloaded bytes must be; `None` fields are not checked.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    pub sha256: Option<String>,
+    pub size: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("invalid download settings: {0}")]
+    Config(String),
+    #[error("could not reach {url}: {cause} (after {attempts} attempts)\nhint: check the network, proxy settings (HTTPS_PROXY) and the URL; a mirror can be set with --sidecar-base-url")]
+    Connect { url: String, cause: String, attempts: u32 },
+    #[error("no data from {url} for {secs}s (after {attempts} attempts)\nhint: the server stalled; raise OPENWRK_IDLE_TIMEOUT or try a closer mirror")]
+    Idle { url: String, secs: u64, attempts: u32 },
+    #[error("{url} not found (HTTP {status})\nhint: the release or mirror does not have this file; check the version and --sidecar-base-url")]
+    NotFound { url: String, status: u16 },
+    #[error("{url} is rate limited (HTTP {status}){reset}\nhint: set GITHUB_TOKEN (or GH_TOKEN), wait, or use a mirror")]
+    RateLimited { url: String, status: u16, reset: ResetTime },
+    #[error("{url} failed with HTTP {status} (after {attempts} attempts)\nhint: the server is failing; try again later or use a mirror")]
+    Status { url: String, status: u16, attempts: u32 },
+    #[error("download of {url} was cut short: got {got} of {expected} bytes (after {attempts} attempts)\nhint: the connection keeps dropping; try again or use a mirror; nothing was kept")]
+    Truncated { url: String, got: u64, expected: String, attempts: u32 },
+    #[error("{url} sent more than the {limit} bytes expected\nhint: the server serves a different file than the manifest names; nothing was kept")]
+    TooLong { url: String, limit: u64 },
+    #[error("size mismatch for {asset}\n  url:      {url}\n  expected: {expected} bytes\n  actual:   {actual} bytes\nhint: the server serves a different file than the manifest names; nothing was kept")]
+    SizeMismatch { asset: String, url: String, expected: u64, actual: u64 },
+    #[error("sha256 mismatch for {asset}\n  url:      {url}\n  expected: {expected}{expected_size}\n  actual:   {actual}  ({actual_size} bytes)\nhint: the server serves a different file than the manifest names; nothing was kept")]
+    DigestMismatch {
+        asset: String,
+        url: String,
+        expected: String,
+        expected_size: ExpectedSize,
+        actual: String,
+        actual_size: u64,
+    },
+    #[error("cannot write {path}: {source}\nhint: check free space and permissions of that directory")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// "  (N bytes)" when the size is known.
+#[derive(Debug, Clone)]
+pub struct ExpectedSize(pub Option<u64>);
+
+impl std::fmt::Display for ExpectedSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "  ({n} bytes)"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl DownloadError {
+    /// True when the bytes arrived but are not the ones expected (exit code 5).
+    pub fn is_verification(&self) -> bool {
+        matches!(
+            self,
+            DownloadError::SizeMismatch { .. } | DownloadError::DigestMismatch { .. } | DownloadError::TooLong { .. }
+        )
+    }
+}
+
+/// One attempt's failure, and whether another attempt may help.
+enum Attempt {
+    Retry(DownloadError),
+    Fatal(DownloadError),
+}
+
+pub struct Downloader {
+    client: reqwest::Client,
+    config: DownloadConfig,
+}
+
+impl Downloader {
+    pub fn new(config: DownloadConfig) -> Result<Downloader, DownloadError> {
+        crate::install_crypto_provider();
+        let mut builder = reqwest::Client::builder()
+            .user_agent(crate::user_agent())
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.idle_timeout);
+        if let Some(path) = &config.ca_bundle {
+            let pem = std::fs::read(path).map_err(|e| {
+                DownloadError::Config(format!("cannot read OPENWRK_CA_BUNDLE {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                DownloadError::Config(format!("OPENWRK_CA_BUNDLE {} is not a PEM bundle: {e}", path.display()))
+            })?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| DownloadError::Config(error_chain(&e)))?;
+        Ok(Downloader { client, config })
+    }
+
+    pub fn from_env() -> Result<Downloader, DownloadError> {
+        Downloader::new(DownloadConfig::from_env()?)
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub fn config(&self) -> &DownloadConfig {
+        &self.config
+    }
+
+    /// Downloads `url` to `dest`. On success `dest` holds exactly the expected
+    /// bytes; on failure neither `dest` nor a temp file is left behind.
+    pub async fn download(
+        &self,
+        url: &str,
+        dest: &Path,
+        expected: &Expected,
+        progress: &ProgressBar,
+    ) -> Result<FileDigest, DownloadError> {
+        let mut part = PartFile::create(dest)?;
+        let mut state = Progress { hasher: Sha256::new(), written: 0, accept_ranges: false };
+        if let Some(size) = expected.size {
+            progress.set_length(size);
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.attempt(url, &mut part, &mut state, expected, progress).await {
+                Ok(()) => break,
+                Err(Attempt::Retry(e)) if attempt <= self.config.retries => {
+                    tracing::debug!("retrying {url} after attempt {attempt}: {e}");
+                    tokio::time::sleep(backoff(self.config.backoff, attempt)).await;
+                }
+                Err(Attempt::Retry(e)) | Err(Attempt::Fatal(e)) => {
+                    return Err(with_attempts(e, attempt, state.written))
+                }
+            }
+        }
+        let digest = FileDigest { sha256: hex::encode(state.hasher.finalize()), size: state.written };
+        let asset = dest.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        if let Some(size) = expected.size {
+            if size != digest.size {
+                return Err(DownloadError::SizeMismatch { asset, url: url.into(), expected: size, actual: digest.size });
+            }
+        }
+        if let Some(sha) = &expected.sha256 {
+            if !sha.eq_ignore_ascii_case(&digest.sha256) {
+                return Err(DownloadError::DigestMismatch {
+                    asset,
+                    url: url.into(),
+                    expected: sha.clone(),
+                    expected_size: ExpectedSize(expected.size),
+                    actual: digest.sha256,
+                    actual_size: digest.size,
+                });
+            }
+        }
+        part.persist(dest)?;
+        progress.finish();
+        Ok(digest)
+    }
+
+    async fn attempt(
+        &self,
+        url: &str,
+        part: &mut PartFile,
+        state: &mut Progress,
+        expected: &Expected,
+        progress: &ProgressBar,
+    ) -> Result<(), Attempt> {
+        let mut request = self.client.get(url);
+        let resuming = state.written > 0 && state.accept_ranges;
+        if resuming {
+            request = request.header(RANGE, format!("bytes={}-", state.written));
+        } else if state.written > 0 {
+            self.restart(part, state, progress)?;
+        }
+        let response = request.send().await.map_err(|e| self.transport_error(url, e))?;
+        let status = response.status();
+        match status {
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
+            StatusCode::NOT_FOUND | StatusCode::GONE => {
+                return Err(Attempt::Fatal(DownloadError::NotFound { url: url.into(), status: status.as_u16() }))
+            }
+            StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS if is_rate_limited(&response) => {
+                let reset = response
+                    .headers()
+                    .get("x-ratelimit-reset")
+                    .and_then(|v| v.to_str().ok()?.parse().ok());
+                return Err(Attempt::Fatal(DownloadError::RateLimited {
+                    url: url.into(),
+                    status: status.as_u16(),
+                    reset: ResetTime(reset),
+                }));
+            }
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT => {
+                return Err(Attempt::Retry(DownloadError::Status { url: url.into(), status: s.as_u16(), attempts: 0 }))
+            }
+            s => return Err(Attempt::Fatal(DownloadError::Status { url: url.into(), status: s.as_u16(), attempts: 0 })),
+        }
+        state.accept_ranges = response
+            .headers()
+            .get(ACCEPT_RANGES)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"bytes"))
+            || status == StatusCode::PARTIAL_CONTENT;
+        // A resumed request answered with anything but the range we asked for starts over.
+        if state.written > 0 && !(status == StatusCode::PARTIAL_CONTENT && range_starts_at(&response, state.written)) {
+            self.restart(part, state, progress)?;
+        }
+        let body_len = response.content_length();
+        let total = body_len.map(|n| n + state.written);
+        if let (Some(limit), Some(total)) = (expected.size, total) {
+            if total > limit {
+                return Err(Attempt::Fatal(DownloadError::TooLong { url: url.into(), limit }));
+            }
+        }
+        if expected.size.is_none() {
+            if let Some(total) = total {
+                progress.set_length(total);
+            }
+        }
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.transport_error(url, e))?;
+            if let Some(limit) = expected.size {
+                if state.written + chunk.len() as u64 > limit {
+                    return Err(Attempt::Fatal(DownloadError::TooLong { url: url.into(), limit }));
+                }
+            }
+            part.write(&chunk)?;
+            state.hasher.update(&chunk);
+            state.written += chunk.len() as u64;
+            progress.inc(chunk.len() as u64);
+        }
+        let want = expected.size.or(total);
+        if let Some(want) = want {
+            if state.written < want {
+                return Err(Attempt::Retry(DownloadError::Truncated {
+                    url: url.into(),
+                    got: state.written,
+                    expected: want.to_string(),
+                    attempts: 0,
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    fn restart(&self, part: &mut PartFile, state: &mut Progress, progress: &ProgressBar) -> Result<(), Attempt> {
+        part.truncate().map_err(Attempt::Fatal)?;
+        state.hasher = Sha256::new();
+        state.written = 0;
+        progress.set_position(0);
+        Ok(())
+    }
+
+    fn transport_error(&self, url: &str, e: reqwest::Error) -> Attempt {
+        if e.is_timeout() && !e.is_connect() {
+            return Attempt::Retry(DownloadError::Idle {
+                url: url.into(),
+                secs: self.config.idle_timeout.as_secs(),
+                attempts: 0,
+            });
+        }
+        if e.is_body() || e.is_decode() {
+            return Attempt::Retry(DownloadError::Truncated {
+                url: url.into(),
+                got: 0,
+                expected: format!("the announced ({})", error_chain(&e)),
+                attempts: 0,
+            });
+        }
+        if e.is_builder() {
+            return Attempt::Fatal(DownloadError::Connect { url: url.into(), cause: error_chain(&e), attempts: 0 });
+        }
+        Attempt::Retry(DownloadError::Connect { url: url.into(), cause: error_chain(&e), attempts: 0 })
+    }
+}
+
+struct Progress {
+    hasher: Sha256,
+    written: u64,
+    accept_ranges: bool,
+}
+
+fn is_rate_limited(response: &reqwest::Response) -> bool {
+    response.status() == StatusCode::TOO_MANY_REQUESTS
+        || response
+            .headers()
+            .get("x-ratelimit-remaining")
+            .is_some_and(|v| v.as_bytes() == b"0")
+}
+
+fn range_starts_at(response: &reqwest::Response, offset: u64) -> bool {
+    response
+        .headers()
+        .get(CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes ")?.split('-').next()?.parse::<u64>().ok())
+        == Some(offset)
+}
+
+/// Fills in how many attempts were made and how many bytes arrived in the end.
+fn with_attempts(mut e: DownloadError, n: u32, written: u64) -> DownloadError {
+    match &mut e {
+        DownloadError::Connect { attempts, .. }
+        | DownloadError::Idle { attempts, .. }
+        | DownloadError::Status { attempts, .. } => *attempts = n,
+        DownloadError::Truncated { attempts, got, .. } => {
+            *attempts = n;
+            *got = written;
+        }
+        _ => {}
+    }
+    e
+}
+
+/// Exponential backoff with jitter: base·2^(n-1) plus up to half of that.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1 << (attempt - 1).min(10));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0) as u64;
+    let jitter = exp.as_nanos() as u64 / 2;
+    exp + Duration::from_nanos(if jitter == 0 { 0 } else { nanos % jitter })
+}
+
+/// `.<name>.part-<pid>` beside the destination; removed on drop unless persisted.
+struct PartFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl PartFile {
+    fn create(dest: &Path) -> Result<PartFile, DownloadError> {
+        let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = dest.file_name().unwrap_or_default().to_string_lossy();
+        let path = dir.join(format!(".{name}.part-{}", std::process::id()));
+        let io = |source| DownloadError::Io { path: path.clone(), source };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let file = File::create(&path).map_err(io)?;
+        Ok(PartFile { path, file: Some(file) })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Attempt> {
+        let file = self.file.as_mut().expect("open until persisted");
+        file.write_all(bytes)
+            .map_err(|source| Attempt::Fatal(DownloadError::Io { path: self.path.clone(), source }))
+    }
+
+    fn truncate(&mut self) -> Result<(), DownloadError> {
+        let file = self.file.as_mut().expect("open until persisted");
+        let io = |source| DownloadError::Io { path: self.path.clone(), source };
+        file.set_len(0).map_err(io)?;
+        std::io::Seek::rewind(file).map_err(io)
+    }
+
+    fn persist(mut self, dest: &Path) -> Result<(), DownloadError> {
+        let file = self.file.take().expect("open until persisted");
+        let io = |source| DownloadError::Io { path: dest.to_path_buf(), source };
+        file.sync_all().map_err(io)?;
+        drop(file);
+        std::fs::rename(&self.path, dest).map_err(io)?;
+        crate::fsutil::sync_dir(dest.parent().unwrap_or(Path::new(".")));
+        Ok(())
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter() {
+        let base = Duration::from_millis(100);
+        for n in 1..=4 {
+            let b = backoff(base, n);
+            let exp = base * (1 << (n - 1));
+            assert!(b >= exp && b <= exp + exp / 2, "{n}: {b:?}");
+        }
+    }
+}

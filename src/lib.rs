@@ -1,0 +1,41 @@
+//! openwrk's shared core: used by the `openwrk` binary (run time) and by
+//! `cargo xtask bundle` (build time). One module per concept.
+
+pub mod archive;
+pub mod digest;
+pub mod download;
+pub mod fsutil;
+pub mod github;
+pub mod manifest;
+pub mod platform;
+
+/// openwrk's own version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `openwrk/<version>`, sent on every HTTP request.
+pub fn user_agent() -> String {
+    format!("openwrk/{VERSION}")
+}
+
+/// Installs ring as the process-wide rustls provider (reqwest and octocrab share it).
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// An error and its causes, joined with ": ", so a failure never hides why.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

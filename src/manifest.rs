@@ -1,0 +1,286 @@
+//! The sidecar manifest `openwrk-sidecars.json` (SPEC §2.3): types, strict
+//! parsing with errors that name the JSON path, and deterministic output.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::archive::ArchiveKind;
+use crate::digest::is_sha256_hex;
+use crate::platform::Target;
+
+pub const MANIFEST_FILE: &str = "openwrk-sidecars.json";
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The three sidecars, in start order.
+pub const OPENCODE: &str = "opencode";
+pub const OPENWORK_SERVER: &str = "openwork-server";
+pub const OWPENBOT: &str = "owpenbot";
+pub const SIDECARS: [&str; 3] = [OPENCODE, OPENWORK_SERVER, OWPENBOT];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// Absent in upstream manifests, which are schema 1.
+    #[serde(default = "schema_v1")]
+    pub schema_version: u32,
+    /// openwrk's own version.
+    pub version: NonEmpty,
+    pub generated_at: NonEmpty,
+    pub entries: BTreeMap<String, Entry>,
+}
+
+fn schema_v1() -> u32 {
+    SCHEMA_VERSION
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub version: NonEmpty,
+    /// Where the bytes came from, e.g. `github:anomalyco/opencode@v1.2.3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Keyed by target id; ids this openwrk does not know are kept and ignored.
+    pub targets: BTreeMap<String, TargetAsset>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetAsset {
+    pub asset: AssetName,
+    pub sha256: Sha256Hex,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary_sha256: Option<Sha256Hex>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary_size: Option<u64>,
+}
+
+/// What the executable itself must hash to: the extracted binary for archives,
+/// the asset for plain binaries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinaryDigest<'a> {
+    pub sha256: &'a str,
+    pub size: u64,
+}
+
+impl TargetAsset {
+    pub fn binary_digest(&self) -> BinaryDigest<'_> {
+        match (&self.binary_sha256, self.binary_size) {
+            (Some(sha), Some(size)) => BinaryDigest { sha256: sha.as_str(), size },
+            _ => BinaryDigest { sha256: self.sha256.as_str(), size: self.size },
+        }
+    }
+}
+
+macro_rules! validated_string {
+    ($name:ident, $check:expr, $expected:literal) => {
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn new(s: impl Into<String>) -> Result<Self, String> {
+                let s = s.into();
+                let check: fn(&str) -> bool = $check;
+                if check(&s) {
+                    Ok(Self(s))
+                } else {
+                    Err(format!(concat!("expected ", $expected, ", got {:?}"), s))
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $name::new(s).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+validated_string!(Sha256Hex, is_sha256_hex, "64 lowercase hex characters");
+validated_string!(
+    AssetName,
+    |s| !s.is_empty() && !s.contains(['/', '\\']) && s != "." && s != "..",
+    "a bare file name (no `/`, no `..`)"
+);
+validated_string!(NonEmpty, |s| !s.trim().is_empty(), "a non-empty string");
+
+/// A manifest that could not be read: the JSON path of the bad field and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ManifestError {
+    /// Dotted JSON path (`entries.opencode.targets.linux-x64.sha256`), `.` for the document.
+    pub path: String,
+    pub message: String,
+}
+
+impl Manifest {
+    /// Parses and validates a manifest. Unknown fields are ignored.
+    pub fn from_json(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let manifest: Manifest = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            ManifestError { path, message: strip_position(&e.into_inner().to_string()) }
+        })?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> Result<(), ManifestError> {
+        let err = |path: String, message: &str| ManifestError { path, message: message.to_string() };
+        if self.schema_version != SCHEMA_VERSION {
+            return Err(err(
+                "schemaVersion".into(),
+                &format!(
+                    "schema {} is not supported (this openwrk reads schema {SCHEMA_VERSION}); upgrade openwrk",
+                    self.schema_version
+                ),
+            ));
+        }
+        for (name, entry) in &self.entries {
+            for (target, asset) in &entry.targets {
+                let at = format!("entries.{name}.targets.{target}");
+                if asset.archive.is_some() {
+                    if asset.binary.is_none() {
+                        return Err(err(format!("{at}.binary"), "required when `archive` is set"));
+                    }
+                    if asset.binary_sha256.is_none() {
+                        return Err(err(format!("{at}.binarySha256"), "required when `archive` is set"));
+                    }
+                    if asset.binary_size.is_none() {
+                        return Err(err(format!("{at}.binarySize"), "required when `archive` is set"));
+                    }
+                }
+                if let Some(binary) = &asset.binary {
+                    if let Err(reason) = crate::archive::check_entry_path(binary) {
+                        return Err(err(format!("{at}.binary"), reason));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry for `name` on `target`, if the manifest has one.
+    pub fn target(&self, name: &str, target: Target) -> Option<(&Entry, &TargetAsset)> {
+        let entry = self.entries.get(name)?;
+        Some((entry, entry.targets.get(target.id())?))
+    }
+
+    /// Sorted keys, two-space indent, trailing newline: byte-stable output.
+    pub fn to_json(&self) -> String {
+        let value = serde_json::to_value(self).expect("manifest serializes");
+        let mut out = serde_json::to_string_pretty(&sorted(value)).expect("value serializes");
+        out.push('\n');
+        out
+    }
+}
+
+/// Rebuilds every object with sorted keys (whatever map type serde_json was built with).
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
+/// serde_json appends " at line X column Y"; the JSON path already says where.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// RFC 3339 UTC (`2023-11-14T22:13:20Z`) for a Unix time.
+pub fn rfc3339(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{
+      "version": "0.1.0",
+      "generatedAt": "2023-11-14T22:13:20Z",
+      "futureField": {"ignored": true},
+      "entries": {
+        "openwork-server": {
+          "version": "0.1.0",
+          "targets": {"linux-x64": {"asset": "openwork-server-linux-x64",
+            "sha256": "0000000000000000000000000000000000000000000000000000000000000000", "size": 3}}
+        }
+      }
+    }"#;
+
+    #[test]
+    fn upstream_manifest_parses_as_schema_1() {
+        let m = Manifest::from_json(GOOD.as_bytes()).unwrap();
+        assert_eq!(m.schema_version, 1);
+        let (_, t) = m.target(OPENWORK_SERVER, Target::LinuxX64).unwrap();
+        assert_eq!(t.binary_digest().size, 3);
+        assert!(m.target(OPENCODE, Target::LinuxX64).is_none());
+    }
+
+    #[test]
+    fn bad_fields_name_their_path() {
+        let bad = GOOD.replace("\"0000000000000000000000000000000000000000000000000000000000000000\"", "\"abc\"");
+        let e = Manifest::from_json(bad.as_bytes()).unwrap_err();
+        assert_eq!(e.path, "entries.openwork-server.targets.linux-x64.sha256");
+        assert!(e.message.contains("expected 64 lowercase hex characters"), "{e}");
+
+        let bad = GOOD.replace("\"openwork-server-linux-x64\"", "\"../x\"");
+        let e = Manifest::from_json(bad.as_bytes()).unwrap_err();
+        assert_eq!(e.path, "entries.openwork-server.targets.linux-x64.asset");
+
+        let bad = GOOD.replace("\"size\": 3", "\"size\": -3");
+        let e = Manifest::from_json(bad.as_bytes()).unwrap_err();
+        assert_eq!(e.path, "entries.openwork-server.targets.linux-x64.size");
+
+        let bad = GOOD.replace("\"size\": 3", "\"size\": 3, \"archive\": \"tar.gz\"");
+        let e = Manifest::from_json(bad.as_bytes()).unwrap_err();
+        assert_eq!(e.path, "entries.openwork-server.targets.linux-x64.binary");
+
+        let e = Manifest::from_json(b"{").unwrap_err();
+        assert!(e.message.contains("EOF"), "{e}");
+    }
+
+    #[test]
+    fn output_is_sorted_and_stable() {
+        let m = Manifest::from_json(GOOD.as_bytes()).unwrap();
+        let out = m.to_json();
+        assert!(out.ends_with("}\n"));
+        assert!(out.find("\"entries\"").unwrap() < out.find("\"generatedAt\"").unwrap());
+        assert!(out.find("\"generatedAt\"").unwrap() < out.find("\"schemaVersion\"").unwrap());
+        assert_eq!(Manifest::from_json(out.as_bytes()).unwrap(), m);
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+}

@@ -1,0 +1,22 @@
+//! Test support for openwrk (never shipped): a loopback GitHub-compatible
+//! release host with fault switches, a static mirror, and fixture builders.
+//! The stand-in sidecars are the binaries in `src/bin/`.
+
+pub mod fixtures;
+pub mod host;
+
+pub use host::{Faults, FakeAsset, FakeRelease, ReleaseHost};
+
+/// Where the workspace's build output lives (for locating built binaries).
+pub fn target_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return dir.into();
+    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
+/// A built stand-in binary (`standin-opencode`, …) from the current profile's target dir.
+pub fn standin_bin(name: &str) -> std::path::PathBuf {
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    target_dir().join(profile).join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}

@@ -1,0 +1,521 @@
+//! `cargo xtask bundle`: resolve OpenCode, download and verify every asset,
+//! write `openwrk-sidecars.json`, `SHA256SUMS` and bundled archives into a
+//! staging directory, then move it into place (SPEC §2).
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use futures_util::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use openwrk::archive::{self, ArchiveEntry, ArchiveKind};
+use openwrk::digest::{hash_file, FileDigest, HashingWriter};
+use openwrk::download::{Downloader, Expected};
+use openwrk::github::{GitHub, Repo, VersionRequest};
+use openwrk::manifest::{AssetName, Entry, Manifest, NonEmpty, Sha256Hex, TargetAsset, MANIFEST_FILE};
+use openwrk::platform::Target;
+
+use crate::sidecars::{SidecarsConfig, Source};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Bundled archives only (openwrk + sidecars + manifest).
+    Bundled,
+    /// Download-on-first-run: the manifest and every asset (a complete mirror).
+    Download,
+    /// Both.
+    Both,
+}
+
+impl Mode {
+    fn bundled(self) -> bool {
+        self != Mode::Download
+    }
+    fn download(self) -> bool {
+        self != Mode::Bundled
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BundleArgs {
+    /// Output directory; replaced atomically at the end.
+    #[arg(long, default_value = "dist")]
+    pub out: PathBuf,
+    /// Comma-separated target ids, or `all`.
+    #[arg(long, default_value = "all")]
+    pub targets: String,
+    #[arg(long, value_enum, default_value = "both")]
+    pub mode: Mode,
+    /// Directory of `<name>-<target>[.exe]` files for openwork-server and owpenbot.
+    #[arg(long)]
+    pub prebuilt: Option<PathBuf>,
+    /// Directory of compiled `openwrk-<target>[.exe]` for bundled archives.
+    #[arg(long)]
+    pub openwrk_bin_dir: Option<PathBuf>,
+    /// Parallel downloads.
+    #[arg(long, env = "OPENWRK_JOBS", default_value_t = 4)]
+    pub jobs: usize,
+    /// OpenCode to ship: `1.2.3`, `v1.2.3` or `latest` (default: latest release).
+    #[arg(long, env = "OPENCODE_VERSION")]
+    pub opencode_version: Option<String>,
+    /// Repository of OpenCode releases (`owner/name`), for forks.
+    #[arg(long, env = "OPENWRK_OPENCODE_REPO")]
+    pub opencode_repo: Option<String>,
+    /// GitHub API root.
+    #[arg(long, env = "OPENWRK_GITHUB_API_URL", default_value = openwrk::github::DEFAULT_API_URL)]
+    pub github_api_url: String,
+    /// Token for the GitHub API (GH_TOKEN is read too). Prefer the env var.
+    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: Option<String>,
+    /// Fixed timestamp (Unix seconds) for `generatedAt` and archive entries.
+    #[arg(long, env = "SOURCE_DATE_EPOCH")]
+    pub source_date_epoch: Option<i64>,
+    /// The sidecars declaration.
+    #[arg(long, default_value_os_t = crate::sidecars::default_path())]
+    pub config: PathBuf,
+}
+
+/// One row of the summary table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub sidecar: String,
+    pub version: String,
+    pub target: Target,
+    pub digest: FileDigest,
+}
+
+pub struct Report {
+    pub manifest: Manifest,
+    pub rows: Vec<Row>,
+    pub archives: Vec<String>,
+}
+
+/// A sidecar's asset for one target, once it is in the assets directory.
+struct Fetched {
+    sidecar: String,
+    target: Target,
+    asset: String,
+    digest: FileDigest,
+    archive: Option<(ArchiveKind, String)>,
+    /// The executable: extracted from the archive, or the asset itself.
+    binary_path: PathBuf,
+    binary_digest: FileDigest,
+}
+
+struct Job {
+    sidecar: String,
+    target: Target,
+    url: String,
+    asset: String,
+    expected: Expected,
+    archive: Option<(ArchiveKind, String)>,
+}
+
+pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
+    let targets = Target::parse_list(&args.targets)?;
+    if targets.is_empty() {
+        bail!("--targets names no target\nhint: use `all` or a list such as linux-x64,darwin-arm64");
+    }
+    let config = SidecarsConfig::load(&args.config)?;
+    let epoch = args.source_date_epoch;
+    let generated_at = openwrk::manifest::rfc3339(epoch.unwrap_or_else(|| chrono::Utc::now().timestamp()));
+
+    let parent = match args.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let staging = tempfile::Builder::new().prefix(".dist-staging-").tempdir_in(&parent)?;
+    let work = tempfile::Builder::new().prefix(".dist-work-").tempdir_in(&parent)?;
+    let assets_dir = if args.mode.download() { staging.path().to_path_buf() } else { work.path().join("assets") };
+    std::fs::create_dir_all(&assets_dir)?;
+
+    let progress = Progress::new();
+    let mut versions = BTreeMap::new();
+    let mut sources = BTreeMap::new();
+    let mut jobs = Vec::new();
+    let mut fetched = Vec::new();
+    for (name, sidecar) in &config.sidecars {
+        match &sidecar.source {
+            Source::Github { repo, tag, assets } => {
+                let repo: Repo = args.opencode_repo.as_deref().unwrap_or(repo).parse()?;
+                let request: VersionRequest = args.opencode_version.as_deref().unwrap_or("latest").parse()?;
+                let token = args.github_token.clone().or_else(openwrk::github::token_from_env);
+                let github = GitHub::new(&args.github_api_url, token)?;
+                progress.line(format!("resolving {name} {request} from {repo} ({})", github.api_url()));
+                let release = github.resolve(&repo, &request, tag).await?;
+                let version = release
+                    .version()
+                    .ok_or_else(|| anyhow!("release tag `{}` of {repo} is not a semver version", release.tag_name))?;
+                progress.line(format!("{name}: {repo}@{} (version {version})", release.tag_name));
+                for &target in &targets {
+                    let spec = assets.get(target.id()).ok_or_else(|| {
+                        anyhow!("{}: sidecars.{name}.source.assets has no entry for {target}", args.config.display())
+                    })?;
+                    let asset = release.asset(&spec.asset).ok_or_else(|| {
+                        anyhow!(
+                            "release {} of {repo} has no asset {}\n  assets: {}\nhint: pick another OPENCODE_VERSION or fix the asset name in {}",
+                            release.tag_name,
+                            spec.asset,
+                            release.asset_names(),
+                            args.config.display()
+                        )
+                    })?;
+                    let sha256 = asset.sha256();
+                    if sha256.is_none() {
+                        progress.line(format!(
+                            "note: GitHub gives no digest for {}; its sha256 is computed from the download",
+                            spec.asset
+                        ));
+                    }
+                    jobs.push(Job {
+                        sidecar: name.clone(),
+                        target,
+                        url: asset.browser_download_url.clone(),
+                        asset: spec.asset.clone(),
+                        expected: Expected { sha256, size: Some(asset.size) },
+                        archive: Some((spec.archive, spec.binary.clone())),
+                    });
+                }
+                sources.insert(name.clone(), format!("github:{repo}@{}", release.tag_name));
+                versions.insert(name.clone(), version.to_string());
+            }
+            Source::Prebuilt { version } => {
+                let dir = args.prebuilt.as_deref().ok_or_else(|| {
+                    anyhow!("sidecar {name} comes from prebuilt files\nhint: pass --prebuilt DIR holding {}", Target::LinuxX64.prebuilt_file(name).replace("linux-x64", "<target>"))
+                })?;
+                let version = match version {
+                    Some(v) => v.clone(),
+                    None => read_version(dir)?,
+                };
+                for &target in &targets {
+                    let file = target.prebuilt_file(name);
+                    let src = dir.join(&file);
+                    if !src.is_file() {
+                        bail!(
+                            "missing prebuilt file {}\nhint: the release pipeline must build {name} for {target} into --prebuilt {}",
+                            src.display(),
+                            dir.display()
+                        );
+                    }
+                    let dest = assets_dir.join(&file);
+                    let digest = copy_hashing(&src, &dest)?;
+                    progress.line(format!("copied {file} ({}, sha256 {})", human(digest.size), digest.short()));
+                    fetched.push(Fetched {
+                        sidecar: name.clone(),
+                        target,
+                        asset: file,
+                        binary_digest: digest.clone(),
+                        digest,
+                        archive: None,
+                        binary_path: dest,
+                    });
+                }
+                versions.insert(name.clone(), version);
+            }
+        }
+    }
+
+    let downloader = Arc::new(Downloader::from_env()?);
+    let results: Vec<anyhow::Result<Fetched>> = futures_util::stream::iter(jobs)
+        .map(|job| {
+            let downloader = downloader.clone();
+            let assets_dir = assets_dir.clone();
+            let work = work.path().to_path_buf();
+            let bar = progress.bar(&job.asset, job.expected.size);
+            let progress = progress.clone();
+            async move {
+                let dest = assets_dir.join(&job.asset);
+                let digest = downloader.download(&job.url, &dest, &job.expected, &bar).await?;
+                progress.line(format!("downloaded {} ({}, sha256 {})", job.asset, human(digest.size), digest.short()));
+                let (kind, binary) = job.archive.clone().expect("github assets are archives");
+                let bin_dir = work.join("bin").join(&job.sidecar).join(job.target.id());
+                std::fs::create_dir_all(&bin_dir)?;
+                let bin_path = bin_dir.join(Path::new(&binary).file_name().unwrap_or_default());
+                let (dest2, bin2) = (dest.clone(), bin_path.clone());
+                let binary_digest =
+                    tokio::task::spawn_blocking(move || archive::extract_binary(&dest2, kind, &binary, &bin2)).await??;
+                Ok(Fetched {
+                    sidecar: job.sidecar,
+                    target: job.target,
+                    asset: job.asset,
+                    digest,
+                    archive: job.archive,
+                    binary_path: bin_path,
+                    binary_digest,
+                })
+            }
+        })
+        .buffer_unordered(args.jobs.max(1))
+        .collect()
+        .await;
+    for r in results {
+        fetched.push(r?);
+    }
+    fetched.sort_by(|a, b| (&a.sidecar, a.target).cmp(&(&b.sidecar, b.target)));
+
+    let manifest = build_manifest(&versions, &sources, &fetched, &generated_at)?;
+    std::fs::write(staging.path().join(MANIFEST_FILE), manifest.to_json())?;
+
+    let mut archives = Vec::new();
+    if args.mode.bundled() {
+        let bins = openwrk_binaries(&args, &targets, work.path(), &progress)?;
+        for (target, openwrk_bin) in bins {
+            let name = bundle_archive(staging.path(), target, &openwrk_bin, &fetched, &config, epoch.unwrap_or(0))?;
+            progress.line(format!("wrote {name}"));
+            archives.push(name);
+        }
+    }
+
+    write_sha256sums(staging.path())?;
+    replace_dir(staging.keep(), &args.out)?;
+    drop(work);
+
+    let rows = fetched
+        .iter()
+        .map(|f| Row {
+            sidecar: f.sidecar.clone(),
+            version: versions[&f.sidecar].clone(),
+            target: f.target,
+            digest: f.digest.clone(),
+        })
+        .collect();
+    Ok(Report { manifest, rows, archives })
+}
+
+fn read_version(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("VERSION");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("cannot read {}\nhint: put the prebuilt sidecars' version in a VERSION file, or a `version` field in sidecars.toml", path.display())
+    })?;
+    let v = text.trim();
+    if v.is_empty() {
+        bail!("{} is empty\nhint: write the prebuilt sidecars' version into it", path.display());
+    }
+    Ok(v.to_string())
+}
+
+fn copy_hashing(src: &Path, dest: &Path) -> anyhow::Result<FileDigest> {
+    let mut input = std::fs::File::open(src).with_context(|| format!("cannot read {}", src.display()))?;
+    let mut out = HashingWriter::new(BufWriter::new(std::fs::File::create(dest)?));
+    std::io::copy(&mut input, &mut out)?;
+    Ok(out.finish()?)
+}
+
+fn build_manifest(
+    versions: &BTreeMap<String, String>,
+    sources: &BTreeMap<String, String>,
+    fetched: &[Fetched],
+    generated_at: &str,
+) -> anyhow::Result<Manifest> {
+    let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+    for f in fetched {
+        let entry = entries.entry(f.sidecar.clone()).or_insert_with(|| Entry {
+            version: NonEmpty::new(versions[&f.sidecar].clone()).expect("versions are non-empty"),
+            source: sources.get(&f.sidecar).cloned(),
+            targets: BTreeMap::new(),
+        });
+        let sha = |d: &FileDigest| Sha256Hex::new(d.sha256.clone()).map_err(|e| anyhow!(e));
+        let archived = f.archive.is_some();
+        entry.targets.insert(
+            f.target.id().to_string(),
+            TargetAsset {
+                asset: AssetName::new(f.asset.clone()).map_err(|e| anyhow!(e))?,
+                sha256: sha(&f.digest)?,
+                size: f.digest.size,
+                archive: f.archive.as_ref().map(|(k, _)| *k),
+                binary: f.archive.as_ref().map(|(_, b)| b.clone()),
+                binary_sha256: if archived { Some(sha(&f.binary_digest)?) } else { None },
+                binary_size: archived.then_some(f.binary_digest.size),
+            },
+        );
+    }
+    Ok(Manifest {
+        schema_version: openwrk::manifest::SCHEMA_VERSION,
+        version: NonEmpty::new(openwrk::VERSION).expect("version is set"),
+        generated_at: NonEmpty::new(generated_at).expect("timestamp is non-empty"),
+        entries,
+    })
+}
+
+/// `openwrk-<target>[.exe]` per target from `--openwrk-bin-dir`; the host
+/// target is built when missing, other missing targets are skipped with a warning.
+fn openwrk_binaries(
+    args: &BundleArgs,
+    targets: &[Target],
+    work: &Path,
+    progress: &Progress,
+) -> anyhow::Result<Vec<(Target, PathBuf)>> {
+    let host = Target::host().ok();
+    let mut out = Vec::new();
+    for &target in targets {
+        let file = target.prebuilt_file("openwrk");
+        if let Some(path) = args.openwrk_bin_dir.as_ref().map(|d| d.join(&file)).filter(|p| p.is_file()) {
+            out.push((target, path));
+        } else if Some(target) == host {
+            progress.line(format!("building openwrk for {target} (cargo build --release -p openwrk)"));
+            out.push((target, build_host_openwrk(work)?));
+        } else {
+            progress.line(format!(
+                "warning: no {file} in --openwrk-bin-dir; skipping the bundled archive for {target}"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn build_host_openwrk(work: &Path) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--release", "--package", "openwrk", "--bin", "openwrk"])
+        .current_dir(&root)
+        .status()
+        .context("cannot run cargo to build openwrk")?;
+    if !status.success() {
+        bail!("building openwrk failed ({status})\nhint: pass --openwrk-bin-dir with prebuilt binaries");
+    }
+    let built = openwrk_test_support::target_dir()
+        .join("release")
+        .join(format!("openwrk{}", std::env::consts::EXE_SUFFIX));
+    let copy = work.join(format!("openwrk{}", std::env::consts::EXE_SUFFIX));
+    std::fs::copy(&built, &copy).with_context(|| format!("cannot copy {}", built.display()))?;
+    Ok(copy)
+}
+
+/// `openwrk-<version>-<target>.tar.gz|zip` with `openwrk`, the manifest and `sidecars/<binary>`.
+fn bundle_archive(
+    dir: &Path,
+    target: Target,
+    openwrk_bin: &Path,
+    fetched: &[Fetched],
+    config: &SidecarsConfig,
+    mtime: i64,
+) -> anyhow::Result<String> {
+    let top = format!("openwrk-{}-{target}", openwrk::VERSION);
+    let mut entries = vec![
+        ArchiveEntry { name: format!("{top}/{}", target.exe_name("openwrk")), source: openwrk_bin.to_path_buf(), executable: true },
+        ArchiveEntry { name: format!("{top}/{MANIFEST_FILE}"), source: dir.join(MANIFEST_FILE), executable: false },
+    ];
+    for f in fetched.iter().filter(|f| f.target == target) {
+        let binary = target.exe_name(&config.sidecars[&f.sidecar].binary);
+        entries.push(ArchiveEntry {
+            name: format!("{top}/sidecars/{binary}"),
+            source: f.binary_path.clone(),
+            executable: true,
+        });
+    }
+    let mtime = mtime.max(0) as u64;
+    let name = if target.is_windows() { format!("{top}.zip") } else { format!("{top}.tar.gz") };
+    let path = dir.join(&name);
+    if target.is_windows() {
+        archive::write_zip(&path, &entries, mtime)?;
+    } else {
+        archive::write_tar_gz(&path, &entries, mtime)?;
+    }
+    Ok(name)
+}
+
+/// `<hex>  <file>` for every other file, sorted by name (`sha256sum -c` format).
+fn write_sha256sums(dir: &Path) -> anyhow::Result<()> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "SHA256SUMS")
+        .collect();
+    names.sort();
+    let mut out = String::new();
+    for name in names {
+        let d = hash_file(&dir.join(&name))?;
+        out.push_str(&format!("{}  {name}\n", d.sha256));
+    }
+    std::fs::write(dir.join("SHA256SUMS"), out)?;
+    Ok(())
+}
+
+/// Moves `staging` to `out`, replacing an existing `out` only once the new one is complete.
+fn replace_dir(staging: PathBuf, out: &Path) -> anyhow::Result<()> {
+    if out.exists() {
+        let parent = staging.parent().unwrap_or(Path::new("."));
+        let old = tempfile::Builder::new().prefix(".dist-old-").tempdir_in(parent)?.keep();
+        std::fs::remove_dir(&old)?;
+        std::fs::rename(out, &old).with_context(|| format!("cannot move the old {} aside", out.display()))?;
+        std::fs::rename(&staging, out).with_context(|| format!("cannot move the new bundle to {}", out.display()))?;
+        std::fs::remove_dir_all(&old)?;
+    } else {
+        std::fs::rename(&staging, out).with_context(|| format!("cannot move the new bundle to {}", out.display()))?;
+    }
+    Ok(())
+}
+
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// The summary table: sidecar, version, target, size, sha256 prefix.
+pub fn print_summary(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "{:<16} {:<14} {:<13} {:>10}  sha256", "sidecar", "version", "target", "size")?;
+    for r in &report.rows {
+        writeln!(
+            out,
+            "{:<16} {:<14} {:<13} {:>10}  {}",
+            r.sidecar,
+            r.version,
+            r.target.id(),
+            human(r.digest.size),
+            r.digest.short()
+        )?;
+    }
+    for a in &report.archives {
+        writeln!(out, "bundled: {a}")?;
+    }
+    Ok(())
+}
+
+/// Progress bars on a TTY, plain lines otherwise.
+#[derive(Clone)]
+struct Progress {
+    multi: Option<MultiProgress>,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        let tty = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+        Progress { multi: tty.then(MultiProgress::new) }
+    }
+
+    fn line(&self, msg: String) {
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(msg);
+            }
+            None => eprintln!("{msg}"),
+        }
+    }
+
+    fn bar(&self, name: &str, len: Option<u64>) -> ProgressBar {
+        let Some(multi) = &self.multi else { return ProgressBar::hidden() };
+        let bar = multi.add(ProgressBar::new(len.unwrap_or(0)));
+        bar.set_style(
+            ProgressStyle::with_template("{msg:32} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(name.to_string());
+        bar
+    }
+}

@@ -1,0 +1,83 @@
+//! `cargo xtask demo`: the main job, offline. A loopback release host serves a
+//! fake OpenCode release built from the stand-in sidecars of this workspace
+//! (never shipped), and the real bundler runs against it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use openwrk_test_support::{fixtures, ReleaseHost};
+
+use crate::bundle::{self, BundleArgs, Mode};
+
+/// Builds the stand-in sidecars and openwrk (debug profile) and returns the target dir.
+pub fn build_workspace_bins() -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--package", "openwrk-test-support", "--bins", "--package", "openwrk", "--bin", "openwrk"])
+        .current_dir(&root)
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("building the stand-in sidecars failed ({status})");
+    }
+    Ok(openwrk_test_support::target_dir().join("debug"))
+}
+
+pub const DEMO_OPENCODE_TAG: &str = "v0.0.1";
+pub const DEMO_REPO: &str = "anomalyco/opencode";
+
+/// Publishes a fake OpenCode release and writes a prebuilt dir; returns (host, prebuilt dir, openwrk bin dir).
+pub fn loopback_release(dir: &Path, bins: &Path, pad: u64) -> anyhow::Result<(ReleaseHost, PathBuf, PathBuf)> {
+    let exe = std::env::consts::EXE_SUFFIX;
+    let host = ReleaseHost::start();
+    let release_dir = dir.join("release");
+    std::fs::create_dir_all(&release_dir)?;
+    let opencode = bins.join(format!("standin-opencode{exe}"));
+    let release = fixtures::opencode_release(&release_dir, DEMO_OPENCODE_TAG, Some(&opencode), pad)?;
+    host.add_release(DEMO_REPO, release);
+    let server = bins.join(format!("standin-openwork-server{exe}"));
+    let bot = bins.join(format!("standin-owpenbot{exe}"));
+    let prebuilt = fixtures::prebuilt_dir(&dir.join("prebuilt"), "0.0.0-standin", &[("openwork-server", &server), ("owpenbot", &bot)], pad)?;
+    let bin_dir = dir.join("openwrk-bin");
+    std::fs::create_dir_all(&bin_dir)?;
+    let host_target = fixtures::host_target();
+    std::fs::copy(bins.join(format!("openwrk{exe}")), bin_dir.join(format!("openwrk-{host_target}{exe}")))?;
+    Ok((host, prebuilt, bin_dir))
+}
+
+pub async fn run() -> anyhow::Result<()> {
+    eprintln!("demo: building the stand-in sidecars and openwrk …");
+    let bins = build_workspace_bins()?;
+    let tmp = tempfile::Builder::new().prefix("openwrk-demo-").tempdir()?;
+    let (host, prebuilt, bin_dir) = loopback_release(tmp.path(), &bins, 0)?;
+    eprintln!("demo: loopback GitHub API at {} (stand-in OpenCode release {DEMO_OPENCODE_TAG})", host.api_url());
+    let out = tmp.path().join("dist");
+    let args = BundleArgs {
+        out: out.clone(),
+        targets: "all".into(),
+        mode: Mode::Both,
+        prebuilt: Some(prebuilt),
+        openwrk_bin_dir: Some(bin_dir),
+        jobs: 4,
+        opencode_version: None,
+        opencode_repo: Some(DEMO_REPO.into()),
+        github_api_url: host.api_url(),
+        github_token: None,
+        source_date_epoch: Some(1_700_000_000),
+        config: crate::sidecars::default_path(),
+    };
+    let report = bundle::run(args).await?;
+    println!("\n== {} ==", out.join(openwrk::manifest::MANIFEST_FILE).display());
+    print!("{}", report.manifest.to_json());
+    println!("\n== summary ==");
+    bundle::print_summary(&report, &mut std::io::stdout())?;
+    println!("\n== dist/ ==");
+    let mut names: Vec<_> = std::fs::read_dir(&out)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    for n in names {
+        println!("  {n}");
+    }
+    println!("\ndemo: {} requests served by the loopback host; nothing left the machine", host.requests());
+    Ok(())
+}
