@@ -96,8 +96,8 @@ pub enum DownloadError {
     RateLimited { url: String, status: u16, reset: ResetTime },
     #[error("{url} failed with HTTP {status} (after {attempts} attempts)\nhint: the server is failing; try again later or use a mirror")]
     Status { url: String, status: u16, attempts: u32 },
-    #[error("download of {url} was cut short: got {got} of {expected} bytes (after {attempts} attempts)\nhint: the connection keeps dropping; try again or use a mirror; nothing was kept")]
-    Truncated { url: String, got: u64, expected: String, attempts: u32 },
+    #[error("download of {url} was cut short: got {got} of {} bytes ({cause}; after {attempts} attempts)\nhint: the connection keeps dropping; try again or use a mirror; nothing was kept", expected.map_or("the announced".to_string(), |n| n.to_string()))]
+    Truncated { url: String, got: u64, expected: Option<u64>, cause: String, attempts: u32 },
     #[error("{url} sent more than the {limit} bytes expected\nhint: the server serves a different file than the manifest names; nothing was kept")]
     TooLong { url: String, limit: u64 },
     #[error("size mismatch for {asset}\n  url:      {url}\n  expected: {expected} bytes\n  actual:   {actual} bytes\nhint: the server serves a different file than the manifest names; nothing was kept")]
@@ -254,7 +254,7 @@ impl Downloader {
         } else if state.written > 0 {
             self.restart(part, state, progress)?;
         }
-        let response = request.send().await.map_err(|e| self.transport_error(url, e))?;
+        let response = request.send().await.map_err(|e| self.transport_error(url, e, expected.size))?;
         let status = response.status();
         match status {
             StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
@@ -300,7 +300,7 @@ impl Downloader {
         }
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.transport_error(url, e))?;
+            let chunk = chunk.map_err(|e| self.transport_error(url, e, expected.size.or(total)))?;
             if let Some(limit) = expected.size {
                 if state.written + chunk.len() as u64 > limit {
                     return Err(Attempt::Fatal(DownloadError::TooLong { url: url.into(), limit }));
@@ -317,7 +317,8 @@ impl Downloader {
                 return Err(Attempt::Retry(DownloadError::Truncated {
                     url: url.into(),
                     got: state.written,
-                    expected: want.to_string(),
+                    expected: Some(want),
+                    cause: "the body ended early".into(),
                     attempts: 0,
                 }));
             }
@@ -333,7 +334,7 @@ impl Downloader {
         Ok(())
     }
 
-    fn transport_error(&self, url: &str, e: reqwest::Error) -> Attempt {
+    fn transport_error(&self, url: &str, e: reqwest::Error, expected: Option<u64>) -> Attempt {
         if e.is_timeout() && !e.is_connect() {
             return Attempt::Retry(DownloadError::Idle {
                 url: url.into(),
@@ -345,7 +346,8 @@ impl Downloader {
             return Attempt::Retry(DownloadError::Truncated {
                 url: url.into(),
                 got: 0,
-                expected: format!("the announced ({})", error_chain(&e)),
+                expected,
+                cause: error_chain(&e),
                 attempts: 0,
             });
         }

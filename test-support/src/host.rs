@@ -170,7 +170,8 @@ impl ReleaseHost {
         self.shared.requests.load(Ordering::SeqCst)
     }
 
-    /// `METHOD /path [range]` of every request so far.
+    /// `METHOD /path [Range] [auth]` of every request so far (`[auth]` when an
+    /// Authorization header was sent; its value is never recorded).
     pub fn request_log(&self) -> Vec<String> {
         self.shared.log.lock().unwrap().clone()
     }
@@ -216,7 +217,11 @@ async fn count_requests(
         .and_then(|v| v.to_str().ok())
         .map(|r| format!(" {r}"))
         .unwrap_or_default();
-    shared.log.lock().unwrap().push(format!("{} {}{range}", req.method(), req.uri()));
+    let auth = match req.headers().get(header::AUTHORIZATION) {
+        Some(_) => " [auth]",
+        None => "",
+    };
+    shared.log.lock().unwrap().push(format!("{} {}{range}{auth}", req.method(), req.uri()));
     next.run(req).await
 }
 
@@ -399,6 +404,8 @@ async fn serve_file(shared: &Shared, path: &Path, headers: &HeaderMap) -> Respon
         move |(mut file, sent, started)| async move {
             if sent >= send {
                 if truncate {
+                    // Let hyper flush the headers and the partial body before the cut.
+                    tokio::time::sleep(Duration::from_millis(30)).await;
                     let err = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected truncation");
                     return Some((Err(err), (file, u64::MAX, started)));
                 }
