@@ -76,7 +76,10 @@ pub fn check_entry_path(name: &str) -> Result<PathBuf, &'static str> {
             Component::RootDir | Component::Prefix(_) => return Err("absolute path"),
         }
     }
-    if norm.split('/').any(|seg| seg.len() >= 2 && seg.as_bytes()[1] == b':') {
+    if norm
+        .split('/')
+        .any(|seg| seg.len() >= 2 && seg.as_bytes()[1] == b':')
+    {
         return Err("path has a drive prefix");
     }
     Ok(out)
@@ -159,7 +162,11 @@ pub fn extract_binary(
             let mut zip = zip::ZipArchive::new(open(archive)?).map_err(|e| corrupt(e.into()))?;
             for i in 0..zip.len() {
                 let mut file = zip.by_index(i).map_err(|e| corrupt(e.into()))?;
-                if check_entry_path(&String::from_utf8_lossy(file.name_raw())).ok().as_ref() == Some(&chosen) {
+                if check_entry_path(&String::from_utf8_lossy(file.name_raw()))
+                    .ok()
+                    .as_ref()
+                    == Some(&chosen)
+                {
                     io::copy(&mut file, &mut out).map_err(corrupt)?;
                     break;
                 }
@@ -260,7 +267,11 @@ fn summarize(names: &[PathBuf]) -> String {
     if names.is_empty() {
         return "(none)".to_string();
     }
-    let mut shown: Vec<String> = names.iter().take(10).map(|p| p.display().to_string()).collect();
+    let mut shown: Vec<String> = names
+        .iter()
+        .take(10)
+        .map(|p| p.display().to_string())
+        .collect();
     if names.len() > 10 {
         shown.push(format!("… {} more", names.len() - 10));
     }
@@ -324,9 +335,7 @@ pub fn write_tar_gz(out: &Path, entries: &[ArchiveEntry], mtime: u64) -> io::Res
     let gz = tar.into_inner()?;
     let mut buf = gz.finish()?;
     buf.flush()?;
-    buf.into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()
+    buf.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
 /// Writes a reproducible `.zip` (sorted entries, fixed timestamp, fixed modes).
@@ -352,9 +361,7 @@ pub fn write_zip(out: &Path, entries: &[ArchiveEntry], mtime: u64) -> io::Result
     }
     let mut buf = zip.finish().map_err(io::Error::other)?;
     buf.flush()?;
-    buf.into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()
+    buf.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
 /// Entries plus their parent directories (as `None`), sorted by archive path.

@@ -29,13 +29,20 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        Self { inner, hasher: Sha256::new(), size: 0 }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
     }
 
     /// Flushes the inner writer and returns the digest of everything written.
     pub fn finish(mut self) -> io::Result<FileDigest> {
         self.inner.flush()?;
-        Ok(FileDigest { sha256: hex::encode(self.hasher.finalize()), size: self.size })
+        Ok(FileDigest {
+            sha256: hex::encode(self.hasher.finalize()),
+            size: self.size,
+        })
     }
 }
 
@@ -66,12 +73,17 @@ pub fn hash_file(path: &Path) -> io::Result<FileDigest> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    Ok(FileDigest { sha256: hex::encode(hasher.finalize()), size })
+    Ok(FileDigest {
+        sha256: hex::encode(hasher.finalize()),
+        size,
+    })
 }
 
 /// True for 64 lowercase hex characters.
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]

@@ -55,7 +55,9 @@ impl DownloadConfig {
                     .ok()
                     .filter(|n| n.is_finite() && *n >= 0.0)
                     .map(Some)
-                    .ok_or_else(|| DownloadError::Config(format!("{key}=`{v}` is not a number of seconds"))),
+                    .ok_or_else(|| {
+                        DownloadError::Config(format!("{key}=`{v}` is not a number of seconds"))
+                    }),
                 _ => Ok(None),
             }
         };
@@ -87,21 +89,48 @@ pub enum DownloadError {
     #[error("invalid download settings: {0}")]
     Config(String),
     #[error("could not reach {url}: {cause} (after {attempts} attempts)\nhint: check the network, proxy settings (HTTPS_PROXY) and the URL; a mirror can be set with --sidecar-base-url")]
-    Connect { url: String, cause: String, attempts: u32 },
+    Connect {
+        url: String,
+        cause: String,
+        attempts: u32,
+    },
     #[error("no data from {url} for {secs}s (after {attempts} attempts)\nhint: the server stalled; raise OPENWRK_IDLE_TIMEOUT or try a closer mirror")]
-    Idle { url: String, secs: u64, attempts: u32 },
+    Idle {
+        url: String,
+        secs: u64,
+        attempts: u32,
+    },
     #[error("{url} not found (HTTP {status})\nhint: the release or mirror does not have this file; check the version and --sidecar-base-url")]
     NotFound { url: String, status: u16 },
     #[error("{url} is rate limited (HTTP {status}){reset}\nhint: set GITHUB_TOKEN (or GH_TOKEN), wait, or use a mirror")]
-    RateLimited { url: String, status: u16, reset: ResetTime },
+    RateLimited {
+        url: String,
+        status: u16,
+        reset: ResetTime,
+    },
     #[error("{url} failed with HTTP {status} (after {attempts} attempts)\nhint: the server is failing; try again later or use a mirror")]
-    Status { url: String, status: u16, attempts: u32 },
+    Status {
+        url: String,
+        status: u16,
+        attempts: u32,
+    },
     #[error("download of {url} was cut short: got {got} of {} bytes ({cause}; after {attempts} attempts)\nhint: the connection keeps dropping; try again or use a mirror; nothing was kept", expected.map_or("the announced".to_string(), |n| n.to_string()))]
-    Truncated { url: String, got: u64, expected: Option<u64>, cause: String, attempts: u32 },
+    Truncated {
+        url: String,
+        got: u64,
+        expected: Option<u64>,
+        cause: String,
+        attempts: u32,
+    },
     #[error("{url} sent more than the {limit} bytes expected\nhint: the server serves a different file than the manifest names; nothing was kept")]
     TooLong { url: String, limit: u64 },
     #[error("size mismatch for {asset}\n  url:      {url}\n  expected: {expected} bytes\n  actual:   {actual} bytes\nhint: the server serves a different file than the manifest names; nothing was kept")]
-    SizeMismatch { asset: String, url: String, expected: u64, actual: u64 },
+    SizeMismatch {
+        asset: String,
+        url: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("sha256 mismatch for {asset}\n  url:      {url}\n  expected: {expected}{expected_size}\n  actual:   {actual}  ({actual_size} bytes)\nhint: the server serves a different file than the manifest names; nothing was kept")]
     DigestMismatch {
         asset: String,
@@ -111,7 +140,9 @@ pub enum DownloadError {
         actual: String,
         actual_size: u64,
     },
-    #[error("cannot write {path}: {source}\nhint: check free space and permissions of that directory")]
+    #[error(
+        "cannot write {path}: {source}\nhint: check free space and permissions of that directory"
+    )]
     Io {
         path: PathBuf,
         #[source]
@@ -137,7 +168,9 @@ impl DownloadError {
     pub fn is_verification(&self) -> bool {
         matches!(
             self,
-            DownloadError::SizeMismatch { .. } | DownloadError::DigestMismatch { .. } | DownloadError::TooLong { .. }
+            DownloadError::SizeMismatch { .. }
+                | DownloadError::DigestMismatch { .. }
+                | DownloadError::TooLong { .. }
         )
     }
 }
@@ -162,10 +195,16 @@ impl Downloader {
             .read_timeout(config.idle_timeout);
         if let Some(path) = &config.ca_bundle {
             let pem = std::fs::read(path).map_err(|e| {
-                DownloadError::Config(format!("cannot read OPENWRK_CA_BUNDLE {}: {e}", path.display()))
+                DownloadError::Config(format!(
+                    "cannot read OPENWRK_CA_BUNDLE {}: {e}",
+                    path.display()
+                ))
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                DownloadError::Config(format!("OPENWRK_CA_BUNDLE {} is not a PEM bundle: {e}", path.display()))
+                DownloadError::Config(format!(
+                    "OPENWRK_CA_BUNDLE {} is not a PEM bundle: {e}",
+                    path.display()
+                ))
             })?;
             builder = builder.tls_certs_merge(certs);
         }
@@ -197,14 +236,21 @@ impl Downloader {
         progress: &ProgressBar,
     ) -> Result<FileDigest, DownloadError> {
         let mut part = PartFile::create(dest)?;
-        let mut state = Progress { hasher: Sha256::new(), written: 0, accept_ranges: false };
+        let mut state = Progress {
+            hasher: Sha256::new(),
+            written: 0,
+            accept_ranges: false,
+        };
         if let Some(size) = expected.size {
             progress.set_length(size);
         }
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.attempt(url, &mut part, &mut state, expected, progress).await {
+            match self
+                .attempt(url, &mut part, &mut state, expected, progress)
+                .await
+            {
                 Ok(()) => break,
                 Err(Attempt::Retry(e)) if attempt <= self.config.retries => {
                     tracing::debug!("retrying {url} after attempt {attempt}: {e}");
@@ -215,11 +261,23 @@ impl Downloader {
                 }
             }
         }
-        let digest = FileDigest { sha256: hex::encode(state.hasher.finalize()), size: state.written };
-        let asset = dest.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let digest = FileDigest {
+            sha256: hex::encode(state.hasher.finalize()),
+            size: state.written,
+        };
+        let asset = dest
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if let Some(size) = expected.size {
             if size != digest.size {
-                return Err(DownloadError::SizeMismatch { asset, url: url.into(), expected: size, actual: digest.size });
+                return Err(DownloadError::SizeMismatch {
+                    asset,
+                    url: url.into(),
+                    expected: size,
+                    actual: digest.size,
+                });
             }
         }
         if let Some(sha) = &expected.sha256 {
@@ -254,12 +312,18 @@ impl Downloader {
         } else if state.written > 0 {
             self.restart(part, state, progress)?;
         }
-        let response = request.send().await.map_err(|e| self.transport_error(url, e, expected.size))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport_error(url, e, expected.size))?;
         let status = response.status();
         match status {
             StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
             StatusCode::NOT_FOUND | StatusCode::GONE => {
-                return Err(Attempt::Fatal(DownloadError::NotFound { url: url.into(), status: status.as_u16() }))
+                return Err(Attempt::Fatal(DownloadError::NotFound {
+                    url: url.into(),
+                    status: status.as_u16(),
+                }))
             }
             StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS if is_rate_limited(&response) => {
                 let reset = response
@@ -272,10 +336,23 @@ impl Downloader {
                     reset: ResetTime(reset),
                 }));
             }
-            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT => {
-                return Err(Attempt::Retry(DownloadError::Status { url: url.into(), status: s.as_u16(), attempts: 0 }))
+            s if s.is_server_error()
+                || s == StatusCode::TOO_MANY_REQUESTS
+                || s == StatusCode::REQUEST_TIMEOUT =>
+            {
+                return Err(Attempt::Retry(DownloadError::Status {
+                    url: url.into(),
+                    status: s.as_u16(),
+                    attempts: 0,
+                }))
             }
-            s => return Err(Attempt::Fatal(DownloadError::Status { url: url.into(), status: s.as_u16(), attempts: 0 })),
+            s => {
+                return Err(Attempt::Fatal(DownloadError::Status {
+                    url: url.into(),
+                    status: s.as_u16(),
+                    attempts: 0,
+                }))
+            }
         }
         state.accept_ranges = response
             .headers()
@@ -283,14 +360,19 @@ impl Downloader {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"bytes"))
             || status == StatusCode::PARTIAL_CONTENT;
         // A resumed request answered with anything but the range we asked for starts over.
-        if state.written > 0 && !(status == StatusCode::PARTIAL_CONTENT && range_starts_at(&response, state.written)) {
+        if state.written > 0
+            && !(status == StatusCode::PARTIAL_CONTENT && range_starts_at(&response, state.written))
+        {
             self.restart(part, state, progress)?;
         }
         let body_len = response.content_length();
         let total = body_len.map(|n| n + state.written);
         if let (Some(limit), Some(total)) = (expected.size, total) {
             if total > limit {
-                return Err(Attempt::Fatal(DownloadError::TooLong { url: url.into(), limit }));
+                return Err(Attempt::Fatal(DownloadError::TooLong {
+                    url: url.into(),
+                    limit,
+                }));
             }
         }
         if expected.size.is_none() {
@@ -303,7 +385,10 @@ impl Downloader {
             let chunk = chunk.map_err(|e| self.transport_error(url, e, expected.size.or(total)))?;
             if let Some(limit) = expected.size {
                 if state.written + chunk.len() as u64 > limit {
-                    return Err(Attempt::Fatal(DownloadError::TooLong { url: url.into(), limit }));
+                    return Err(Attempt::Fatal(DownloadError::TooLong {
+                        url: url.into(),
+                        limit,
+                    }));
                 }
             }
             part.write(&chunk)?;
@@ -326,7 +411,12 @@ impl Downloader {
         Ok(())
     }
 
-    fn restart(&self, part: &mut PartFile, state: &mut Progress, progress: &ProgressBar) -> Result<(), Attempt> {
+    fn restart(
+        &self,
+        part: &mut PartFile,
+        state: &mut Progress,
+        progress: &ProgressBar,
+    ) -> Result<(), Attempt> {
         part.truncate().map_err(Attempt::Fatal)?;
         state.hasher = Sha256::new();
         state.written = 0;
@@ -352,9 +442,17 @@ impl Downloader {
             });
         }
         if e.is_builder() {
-            return Attempt::Fatal(DownloadError::Connect { url: url.into(), cause: error_chain(&e), attempts: 0 });
+            return Attempt::Fatal(DownloadError::Connect {
+                url: url.into(),
+                cause: error_chain(&e),
+                attempts: 0,
+            });
         }
-        Attempt::Retry(DownloadError::Connect { url: url.into(), cause: error_chain(&e), attempts: 0 })
+        Attempt::Retry(DownloadError::Connect {
+            url: url.into(),
+            cause: error_chain(&e),
+            attempts: 0,
+        })
     }
 }
 
@@ -377,7 +475,13 @@ fn range_starts_at(response: &reqwest::Response, offset: u64) -> bool {
         .headers()
         .get(CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("bytes ")?.split('-').next()?.parse::<u64>().ok())
+        .and_then(|v| {
+            v.strip_prefix("bytes ")?
+                .split('-')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         == Some(offset)
 }
 
@@ -415,31 +519,50 @@ struct PartFile {
 
 impl PartFile {
     fn create(dest: &Path) -> Result<PartFile, DownloadError> {
-        let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let name = dest.file_name().unwrap_or_default().to_string_lossy();
         let path = dir.join(format!(".{name}.part-{}", std::process::id()));
-        let io = |source| DownloadError::Io { path: path.clone(), source };
+        let io = |source| DownloadError::Io {
+            path: path.clone(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(io)?;
         let file = File::create(&path).map_err(io)?;
-        Ok(PartFile { path, file: Some(file) })
+        Ok(PartFile {
+            path,
+            file: Some(file),
+        })
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), Attempt> {
         let file = self.file.as_mut().expect("open until persisted");
-        file.write_all(bytes)
-            .map_err(|source| Attempt::Fatal(DownloadError::Io { path: self.path.clone(), source }))
+        file.write_all(bytes).map_err(|source| {
+            Attempt::Fatal(DownloadError::Io {
+                path: self.path.clone(),
+                source,
+            })
+        })
     }
 
     fn truncate(&mut self) -> Result<(), DownloadError> {
         let file = self.file.as_mut().expect("open until persisted");
-        let io = |source| DownloadError::Io { path: self.path.clone(), source };
+        let io = |source| DownloadError::Io {
+            path: self.path.clone(),
+            source,
+        };
         file.set_len(0).map_err(io)?;
         std::io::Seek::rewind(file).map_err(io)
     }
 
     fn persist(mut self, dest: &Path) -> Result<(), DownloadError> {
         let file = self.file.take().expect("open until persisted");
-        let io = |source| DownloadError::Io { path: dest.to_path_buf(), source };
+        let io = |source| DownloadError::Io {
+            path: dest.to_path_buf(),
+            source,
+        };
         file.sync_all().map_err(io)?;
         drop(file);
         std::fs::rename(&self.path, dest).map_err(io)?;

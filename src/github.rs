@@ -25,10 +25,11 @@ impl FromStr for Repo {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once('/') {
-            Some((owner, name))
-                if !owner.is_empty() && !name.is_empty() && !name.contains('/') =>
-            {
-                Ok(Repo { owner: owner.to_string(), name: name.to_string() })
+            Some((owner, name)) if !owner.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Repo {
+                    owner: owner.to_string(),
+                    name: name.to_string(),
+                })
             }
             _ => Err(GithubError::BadRepo(s.to_string())),
         }
@@ -97,7 +98,11 @@ impl Release {
         if self.assets.is_empty() {
             "(none)".to_string()
         } else {
-            self.assets.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+            self.assets
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     }
 }
@@ -115,7 +120,11 @@ pub struct Asset {
 impl Asset {
     /// The SHA-256 GitHub reports for this asset, when it gives a well-formed one.
     pub fn sha256(&self) -> Option<String> {
-        let hex = self.digest.as_deref()?.strip_prefix("sha256:")?.to_ascii_lowercase();
+        let hex = self
+            .digest
+            .as_deref()?
+            .strip_prefix("sha256:")?
+            .to_ascii_lowercase();
         crate::digest::is_sha256_hex(&hex).then_some(hex)
     }
 }
@@ -126,7 +135,9 @@ pub fn tag_version(tag: &str) -> Option<semver::Version> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum GithubError {
-    #[error("`{0}` is not a repository\nhint: write it as owner/name, e.g. {DEFAULT_OPENCODE_REPO}")]
+    #[error(
+        "`{0}` is not a repository\nhint: write it as owner/name, e.g. {DEFAULT_OPENCODE_REPO}"
+    )]
     BadRepo(String),
     #[error("OPENCODE_VERSION `{0}` is not a version\nhint: use an exact version such as 1.2.3 or v1.2.3, or `latest`")]
     BadVersion(String),
@@ -135,15 +146,27 @@ pub enum GithubError {
     #[error("could not reach the GitHub API at {url}: {cause}\nhint: check the network (or OPENWRK_GITHUB_API_URL); pin OPENCODE_VERSION and use a mirror to work offline")]
     Unreachable { url: String, cause: String },
     #[error("GitHub API rate limit exceeded ({url}, HTTP {status}){reset}\nhint: set GITHUB_TOKEN (or GH_TOKEN) for a higher limit, or pin OPENCODE_VERSION")]
-    RateLimited { url: String, status: u16, reset: ResetTime },
+    RateLimited {
+        url: String,
+        status: u16,
+        reset: ResetTime,
+    },
     #[error("repository {repo} not found at {url} (HTTP 404)\nhint: check OPENWRK_OPENCODE_REPO; private repositories need GITHUB_TOKEN")]
     RepoNotFound { repo: String, url: String },
     #[error("{repo} has no release {version}\n  nearest releases: {nearest}\nhint: set OPENCODE_VERSION to one of them, or to `latest`")]
-    NoSuchRelease { repo: String, version: String, nearest: String },
+    NoSuchRelease {
+        repo: String,
+        version: String,
+        nearest: String,
+    },
     #[error("{repo} has no published (non-draft, non-prerelease) release\nhint: pin OPENCODE_VERSION to an existing tag")]
     NoStableRelease { repo: String },
     #[error("GitHub API request {url} failed with HTTP {status}: {message}")]
-    Status { url: String, status: u16, message: String },
+    Status {
+        url: String,
+        status: u16,
+        message: String,
+    },
     #[error("unexpected answer from the GitHub API at {url}: {reason}")]
     BadResponse { url: String, reason: String },
 }
@@ -155,10 +178,16 @@ pub struct ResetTime(pub Option<i64>);
 impl fmt::Display for ResetTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Some(at) = self.0 else { return Ok(()) };
-        let Some(utc) = chrono::DateTime::from_timestamp(at, 0) else { return Ok(()) };
+        let Some(utc) = chrono::DateTime::from_timestamp(at, 0) else {
+            return Ok(());
+        };
         let local = utc.with_timezone(&chrono::Local);
         let minutes = ((at - chrono::Utc::now().timestamp()).max(0) + 59) / 60;
-        write!(f, "; it resets at {} local time (in {minutes} minutes)", local.format("%H:%M:%S"))
+        write!(
+            f,
+            "; it resets at {} local time (in {minutes} minutes)",
+            local.format("%H:%M:%S")
+        )
     }
 }
 
@@ -173,7 +202,10 @@ impl GitHub {
     pub fn new(api_url: &str, token: Option<String>) -> Result<GitHub, GithubError> {
         crate::install_crypto_provider();
         let api_url = api_url.trim_end_matches('/').to_string();
-        let bad = |reason: String| GithubError::BadApiUrl { url: api_url.clone(), reason };
+        let bad = |reason: String| GithubError::BadApiUrl {
+            url: api_url.clone(),
+            reason,
+        };
         let mut builder = Octocrab::builder()
             .base_uri(api_url.as_str())
             .map_err(|e| bad(error_chain(&e)))?
@@ -203,7 +235,12 @@ impl GitHub {
     /// The release `request` names; an exact version is looked up by the tag
     /// `tag_pattern` gives (`v{version}`), then `v<version>` and `<version>`.
     /// Latest never returns a draft or prerelease.
-    pub async fn resolve(&self, repo: &Repo, request: &VersionRequest, tag_pattern: &str) -> Result<Release, GithubError> {
+    pub async fn resolve(
+        &self,
+        repo: &Repo,
+        request: &VersionRequest,
+        tag_pattern: &str,
+    ) -> Result<Release, GithubError> {
         match request {
             VersionRequest::Latest => self.latest_release(repo).await,
             VersionRequest::Exact(v) => self.release_for_version(repo, v, tag_pattern).await,
@@ -226,12 +263,19 @@ impl GitHub {
             .filter(|(v, _)| v.pre.is_empty())
             .max_by(|a, b| a.0.cmp(&b.0))
             .map(|(_, r)| r)
-            .ok_or_else(|| GithubError::NoStableRelease { repo: repo.to_string() })
+            .ok_or_else(|| GithubError::NoStableRelease {
+                repo: repo.to_string(),
+            })
     }
 
     /// `GET /repos/{repo}/releases/tags/{tag}`, `None` when there is no such tag.
-    pub async fn release_by_tag(&self, repo: &Repo, tag: &str) -> Result<Option<Release>, GithubError> {
-        self.get_json(&format!("/repos/{repo}/releases/tags/{tag}")).await
+    pub async fn release_by_tag(
+        &self,
+        repo: &Repo,
+        tag: &str,
+    ) -> Result<Option<Release>, GithubError> {
+        self.get_json(&format!("/repos/{repo}/releases/tags/{tag}"))
+            .await
     }
 
     async fn release_for_version(
@@ -280,7 +324,10 @@ impl GitHub {
     }
 
     /// GET and decode; `Ok(None)` on 404; rate limits and other statuses are errors.
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Option<T>, GithubError> {
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, GithubError> {
         let url = format!("{}{path}", self.api_url);
         let unreachable = |e: &dyn std::error::Error| GithubError::Unreachable {
             url: url.clone(),
@@ -301,7 +348,9 @@ impl GitHub {
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let remaining = headers.get("x-ratelimit-remaining").and_then(|v| v.to_str().ok());
+        let remaining = headers
+            .get("x-ratelimit-remaining")
+            .and_then(|v| v.to_str().ok());
         if status == StatusCode::TOO_MANY_REQUESTS
             || (status == StatusCode::FORBIDDEN && remaining == Some("0"))
         {
@@ -309,18 +358,29 @@ impl GitHub {
                 .get("x-ratelimit-reset")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok());
-            return Err(GithubError::RateLimited { url, status: status.as_u16(), reset: ResetTime(reset) });
+            return Err(GithubError::RateLimited {
+                url,
+                status: status.as_u16(),
+                reset: ResetTime(reset),
+            });
         }
         if !status.is_success() {
             let message = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v.get("message")?.as_str().map(str::to_string))
                 .unwrap_or_else(|| body.chars().take(200).collect());
-            return Err(GithubError::Status { url, status: status.as_u16(), message });
+            return Err(GithubError::Status {
+                url,
+                status: status.as_u16(),
+                message,
+            });
         }
         serde_json::from_str(&body)
             .map(Some)
-            .map_err(|e| GithubError::BadResponse { url, reason: e.to_string() })
+            .map_err(|e| GithubError::BadResponse {
+                url,
+                reason: e.to_string(),
+            })
     }
 }
 
@@ -346,7 +406,11 @@ fn nearest_tags(releases: &[Release], wanted: &semver::Version) -> String {
     let at = versions.partition_point(|(v, _)| v < wanted);
     let lo = at.saturating_sub(3);
     let hi = (at + 3).min(versions.len());
-    versions[lo..hi].iter().map(|(_, t)| *t).collect::<Vec<_>>().join(", ")
+    versions[lo..hi]
+        .iter()
+        .map(|(_, t)| *t)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -355,12 +419,21 @@ mod tests {
 
     #[test]
     fn version_requests() {
-        assert_eq!("latest".parse::<VersionRequest>().unwrap(), VersionRequest::Latest);
-        assert_eq!("".parse::<VersionRequest>().unwrap(), VersionRequest::Latest);
+        assert_eq!(
+            "latest".parse::<VersionRequest>().unwrap(),
+            VersionRequest::Latest
+        );
+        assert_eq!(
+            "".parse::<VersionRequest>().unwrap(),
+            VersionRequest::Latest
+        );
         let v: VersionRequest = "v1.18.34".parse().unwrap();
         assert_eq!(v, "1.18.34".parse().unwrap());
         let e = "1.18".parse::<VersionRequest>().unwrap_err().to_string();
-        assert!(e.contains("`1.18`") && e.contains("v1.2.3") && e.contains("latest"), "{e}");
+        assert!(
+            e.contains("`1.18`") && e.contains("v1.2.3") && e.contains("latest"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -384,10 +457,17 @@ mod tests {
         assert_eq!(asset(Some("sha1:abc")).sha256(), None);
         assert_eq!(asset(None).sha256(), None);
 
-        let rel = |t: &str| Release { tag_name: t.into(), draft: false, prerelease: false, assets: vec![] };
-        let rs: Vec<Release> = ["v1.0.0", "v1.1.0", "v1.2.0", "v1.3.0", "v1.4.0", "v2.0.0", "v3.0.0", "v4.0.0"]
-            .map(rel)
-            .into();
+        let rel = |t: &str| Release {
+            tag_name: t.into(),
+            draft: false,
+            prerelease: false,
+            assets: vec![],
+        };
+        let rs: Vec<Release> = [
+            "v1.0.0", "v1.1.0", "v1.2.0", "v1.3.0", "v1.4.0", "v2.0.0", "v3.0.0", "v4.0.0",
+        ]
+        .map(rel)
+        .into();
         let near = nearest_tags(&rs, &"1.3.5".parse().unwrap());
         assert_eq!(near, "v1.1.0, v1.2.0, v1.3.0, v1.4.0, v2.0.0, v3.0.0");
     }

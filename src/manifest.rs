@@ -72,8 +72,14 @@ pub struct BinaryDigest<'a> {
 impl TargetAsset {
     pub fn binary_digest(&self) -> BinaryDigest<'_> {
         match (&self.binary_sha256, self.binary_size) {
-            (Some(sha), Some(size)) => BinaryDigest { sha256: sha.as_str(), size },
-            _ => BinaryDigest { sha256: self.sha256.as_str(), size: self.size },
+            (Some(sha), Some(size)) => BinaryDigest {
+                sha256: sha.as_str(),
+                size,
+            },
+            _ => BinaryDigest {
+                sha256: self.sha256.as_str(),
+                size: self.size,
+            },
         }
     }
 }
@@ -138,14 +144,20 @@ impl Manifest {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         let manifest: Manifest = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            ManifestError { path, message: strip_position(&e.into_inner().to_string()) }
+            ManifestError {
+                path,
+                message: strip_position(&e.into_inner().to_string()),
+            }
         })?;
         manifest.validate()?;
         Ok(manifest)
     }
 
     fn validate(&self) -> Result<(), ManifestError> {
-        let err = |path: String, message: &str| ManifestError { path, message: message.to_string() };
+        let err = |path: String, message: &str| ManifestError {
+            path,
+            message: message.to_string(),
+        };
         if self.schema_version != SCHEMA_VERSION {
             return Err(err(
                 "schemaVersion".into(),
@@ -160,13 +172,22 @@ impl Manifest {
                 let at = format!("entries.{name}.targets.{target}");
                 if asset.archive.is_some() {
                     if asset.binary.is_none() {
-                        return Err(err(format!("{at}.binary"), "required when `archive` is set"));
+                        return Err(err(
+                            format!("{at}.binary"),
+                            "required when `archive` is set",
+                        ));
                     }
                     if asset.binary_sha256.is_none() {
-                        return Err(err(format!("{at}.binarySha256"), "required when `archive` is set"));
+                        return Err(err(
+                            format!("{at}.binarySha256"),
+                            "required when `archive` is set",
+                        ));
                     }
                     if asset.binary_size.is_none() {
-                        return Err(err(format!("{at}.binarySize"), "required when `archive` is set"));
+                        return Err(err(
+                            format!("{at}.binarySize"),
+                            "required when `archive` is set",
+                        ));
                     }
                 }
                 if let Some(binary) = &asset.binary {
@@ -252,10 +273,16 @@ mod tests {
 
     #[test]
     fn bad_fields_name_their_path() {
-        let bad = GOOD.replace("\"0000000000000000000000000000000000000000000000000000000000000000\"", "\"abc\"");
+        let bad = GOOD.replace(
+            "\"0000000000000000000000000000000000000000000000000000000000000000\"",
+            "\"abc\"",
+        );
         let e = Manifest::from_json(bad.as_bytes()).unwrap_err();
         assert_eq!(e.path, "entries.openwork-server.targets.linux-x64.sha256");
-        assert!(e.message.contains("expected 64 lowercase hex characters"), "{e}");
+        assert!(
+            e.message.contains("expected 64 lowercase hex characters"),
+            "{e}"
+        );
 
         let bad = GOOD.replace("\"openwork-server-linux-x64\"", "\"../x\"");
         let e = Manifest::from_json(bad.as_bytes()).unwrap_err();

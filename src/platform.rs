@@ -77,7 +77,11 @@ impl Target {
 
     /// OpenCode's release asset name (the plain variant), e.g. `opencode-linux-x64.tar.gz`.
     pub fn opencode_asset(self) -> String {
-        format!("opencode-{}.{}", self.id(), self.opencode_archive().extension())
+        format!(
+            "opencode-{}.{}",
+            self.id(),
+            self.opencode_archive().extension()
+        )
     }
 
     /// The file name a release pipeline gives a prebuilt sidecar: `<name>-<target>[.exe]`.
@@ -154,9 +158,18 @@ mod tests {
 
     #[test]
     fn asset_names_follow_the_spec_table() {
-        assert_eq!(Target::LinuxX64.opencode_asset(), "opencode-linux-x64.tar.gz");
-        assert_eq!(Target::DarwinArm64.opencode_asset(), "opencode-darwin-arm64.zip");
-        assert_eq!(Target::WindowsX64.opencode_asset(), "opencode-windows-x64.zip");
+        assert_eq!(
+            Target::LinuxX64.opencode_asset(),
+            "opencode-linux-x64.tar.gz"
+        );
+        assert_eq!(
+            Target::DarwinArm64.opencode_asset(),
+            "opencode-darwin-arm64.zip"
+        );
+        assert_eq!(
+            Target::WindowsX64.opencode_asset(),
+            "opencode-windows-x64.zip"
+        );
         assert_eq!(Target::WindowsX64.exe_name("opencode"), "opencode.exe");
         assert_eq!(
             Target::WindowsX64.prebuilt_file("owpenbot"),
@@ -171,7 +184,9 @@ mod tests {
         for t in Target::ALL {
             assert!(err.contains(t.id()), "{err}");
         }
-        let err = Target::from_os_arch("freebsd", "x86_64").unwrap_err().to_string();
+        let err = Target::from_os_arch("freebsd", "x86_64")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("freebsd/x86_64") && err.contains("windows-x64"));
     }
 

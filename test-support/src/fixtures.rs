@@ -8,7 +8,13 @@ use std::path::{Path, PathBuf};
 use crate::host::{FakeAsset, FakeRelease};
 
 /// The five target ids, as in SPEC §1.
-pub const TARGETS: [&str; 5] = ["linux-x64", "linux-arm64", "darwin-x64", "darwin-arm64", "windows-x64"];
+pub const TARGETS: [&str; 5] = [
+    "linux-x64",
+    "linux-arm64",
+    "darwin-x64",
+    "darwin-arm64",
+    "windows-x64",
+];
 
 /// The target id of this machine.
 pub fn host_target() -> &'static str {
@@ -54,7 +60,9 @@ fn write_noise(out: &mut impl Write, seed: u64, pad: u64) -> io::Result<()> {
 }
 
 fn seed_of(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// Writes a sidecar binary for `target`: a copy of `real` (a runnable stand-in)
@@ -82,7 +90,12 @@ pub fn write_binary(path: &Path, label: &str, real: Option<&Path>, pad: u64) -> 
 /// Builds OpenCode's release assets for all five targets in `dir`: the host
 /// target holds a copy of `host_binary` (the stand-in opencode), the others a
 /// marker. `pad` bytes of noise are appended to each binary.
-pub fn opencode_release(dir: &Path, tag: &str, host_binary: Option<&Path>, pad: u64) -> io::Result<FakeRelease> {
+pub fn opencode_release(
+    dir: &Path,
+    tag: &str,
+    host_binary: Option<&Path>,
+    pad: u64,
+) -> io::Result<FakeRelease> {
     let work = dir.join(format!("opencode-{tag}-work"));
     std::fs::create_dir_all(&work)?;
     let mut assets = Vec::new();
@@ -111,7 +124,12 @@ pub fn opencode_release(dir: &Path, tag: &str, host_binary: Option<&Path>, pad: 
 /// A `--prebuilt` directory: `<name>-<target>[.exe]` for openwork-server and
 /// owpenbot on every target, plus a `VERSION` file. `host_bins` maps a sidecar
 /// name to a runnable stand-in for the host target.
-pub fn prebuilt_dir(dir: &Path, version: &str, host_bins: &[(&str, &Path)], pad: u64) -> io::Result<PathBuf> {
+pub fn prebuilt_dir(
+    dir: &Path,
+    version: &str,
+    host_bins: &[(&str, &Path)],
+    pad: u64,
+) -> io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     for name in ["openwork-server", "owpenbot"] {
         for target in TARGETS {
@@ -139,7 +157,10 @@ pub enum Entry<'a> {
 
 /// Writes a `.tar.gz` with exactly the given names (which may be unsafe).
 pub fn tar_gz(out: &Path, entries: &[(&str, Entry)]) -> io::Result<()> {
-    let gz = flate2::GzBuilder::new().mtime(0).write(BufWriter::new(File::create(out)?), flate2::Compression::fast());
+    let gz = flate2::GzBuilder::new().mtime(0).write(
+        BufWriter::new(File::create(out)?),
+        flate2::Compression::fast(),
+    );
     let mut tar = tar::Builder::new(gz);
     for (name, entry) in entries {
         let mut header = tar::Header::new_gnu();
@@ -203,7 +224,8 @@ pub fn zip(out: &Path, entries: &[(&str, Entry)]) -> io::Result<()> {
                 zip.write_all(bytes)?;
             }
             Entry::Symlink(target) | Entry::Hardlink(target) => {
-                zip.add_symlink(*name, *target, opts).map_err(io::Error::other)?;
+                zip.add_symlink(*name, *target, opts)
+                    .map_err(io::Error::other)?;
             }
         }
     }

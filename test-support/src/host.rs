@@ -58,7 +58,12 @@ pub struct FakeRelease {
 
 impl FakeRelease {
     pub fn new(tag: &str, assets: Vec<FakeAsset>) -> Self {
-        FakeRelease { tag: tag.to_string(), prerelease: false, draft: false, assets }
+        FakeRelease {
+            tag: tag.to_string(),
+            prerelease: false,
+            draft: false,
+            assets,
+        }
     }
 }
 
@@ -111,11 +116,23 @@ impl ReleaseHost {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = Router::new()
             .route("/api/repos/{owner}/{repo}/releases", get(list_releases))
-            .route("/api/repos/{owner}/{repo}/releases/latest", get(latest_release))
-            .route("/api/repos/{owner}/{repo}/releases/tags/{tag}", get(release_by_tag))
-            .route("/{owner}/{repo}/releases/download/{tag}/{asset}", get(download_asset))
+            .route(
+                "/api/repos/{owner}/{repo}/releases/latest",
+                get(latest_release),
+            )
+            .route(
+                "/api/repos/{owner}/{repo}/releases/tags/{tag}",
+                get(release_by_tag),
+            )
+            .route(
+                "/{owner}/{repo}/releases/download/{tag}/{asset}",
+                get(download_asset),
+            )
             .fallback(get(mirror_file))
-            .layer(axum::middleware::from_fn_with_state(shared.clone(), count_requests))
+            .layer(axum::middleware::from_fn_with_state(
+                shared.clone(),
+                count_requests,
+            ))
             .with_state(shared.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -133,7 +150,12 @@ impl ReleaseHost {
             });
             rt.shutdown_timeout(Duration::from_millis(100));
         });
-        ReleaseHost { addr, shared, shutdown: Some(tx), thread: Some(thread) }
+        ReleaseHost {
+            addr,
+            shared,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
     }
 
     /// Publishes a release of `repo` (`owner/name`); digests are computed from the files.
@@ -144,7 +166,10 @@ impl ReleaseHost {
             .map(|a| (a.name.clone(), sha256_file(&a.path)))
             .collect();
         let mut repos = self.shared.repos.lock().unwrap();
-        repos.entry(repo.to_string()).or_default().push(Stored { release, digests });
+        repos
+            .entry(repo.to_string())
+            .or_default()
+            .push(Stored { release, digests });
     }
 
     /// `http://127.0.0.1:<port>`: the download host (GitHub's `https://github.com`).
@@ -221,7 +246,11 @@ async fn count_requests(
         Some(_) => " [auth]",
         None => "",
     };
-    shared.log.lock().unwrap().push(format!("{} {}{range}{auth}", req.method(), req.uri()));
+    shared
+        .log
+        .lock()
+        .unwrap()
+        .push(format!("{} {}{range}{auth}", req.method(), req.uri()));
     next.run(req).await
 }
 
@@ -256,7 +285,11 @@ fn release_json(shared: &Shared, repo: &str, stored: &Stored) -> Value {
 }
 
 fn api_error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "message": message, "documentation_url": "https://docs.github.com/rest" }))).into_response()
+    (
+        status,
+        Json(json!({ "message": message, "documentation_url": "https://docs.github.com/rest" })),
+    )
+        .into_response()
 }
 
 fn rate_limited(shared: &Shared) -> Option<Response> {
@@ -268,11 +301,17 @@ fn rate_limited(shared: &Shared) -> Option<Response> {
         .unwrap()
         .as_secs()
         + 17 * 60;
-    let mut r = api_error(StatusCode::FORBIDDEN, "API rate limit exceeded for 127.0.0.1.");
+    let mut r = api_error(
+        StatusCode::FORBIDDEN,
+        "API rate limit exceeded for 127.0.0.1.",
+    );
     let h = r.headers_mut();
     h.insert("x-ratelimit-limit", HeaderValue::from_static("60"));
     h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
-    h.insert("x-ratelimit-reset", HeaderValue::from_str(&reset.to_string()).unwrap());
+    h.insert(
+        "x-ratelimit-reset",
+        HeaderValue::from_str(&reset.to_string()).unwrap(),
+    );
     Some(r)
 }
 
@@ -289,11 +328,27 @@ async fn list_releases(
     let Some(releases) = repos.get(&key) else {
         return api_error(StatusCode::NOT_FOUND, "Not Found");
     };
-    let per_page: usize = q.get("per_page").and_then(|v| v.parse().ok()).unwrap_or(30).clamp(1, 100);
-    let page: usize = q.get("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+    let per_page: usize = q
+        .get("per_page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let page: usize = q
+        .get("page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     // GitHub lists newest first; ours are in publication order.
-    let all: Vec<Value> = releases.iter().rev().map(|s| release_json(&shared, &key, s)).collect();
-    let items: Vec<Value> = all.into_iter().skip((page - 1) * per_page).take(per_page).collect();
+    let all: Vec<Value> = releases
+        .iter()
+        .rev()
+        .map(|s| release_json(&shared, &key, s))
+        .collect();
+    let items: Vec<Value> = all
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
     Json(Value::Array(items)).into_response()
 }
 
@@ -310,9 +365,11 @@ async fn latest_release(
     let key = format!("{owner}/{repo}");
     let repos = shared.repos.lock().unwrap();
     // Like GitHub: the most recently published non-draft, non-prerelease release.
-    let latest = repos
-        .get(&key)
-        .and_then(|rs| rs.iter().rev().find(|s| !s.release.draft && !s.release.prerelease));
+    let latest = repos.get(&key).and_then(|rs| {
+        rs.iter()
+            .rev()
+            .find(|s| !s.release.draft && !s.release.prerelease)
+    });
     match latest {
         Some(s) => Json(release_json(&shared, &key, s)).into_response(),
         None => api_error(StatusCode::NOT_FOUND, "Not Found"),
@@ -328,7 +385,10 @@ async fn release_by_tag(
     }
     let key = format!("{owner}/{repo}");
     let repos = shared.repos.lock().unwrap();
-    match repos.get(&key).and_then(|rs| rs.iter().find(|s| s.release.tag == tag)) {
+    match repos
+        .get(&key)
+        .and_then(|rs| rs.iter().find(|s| s.release.tag == tag))
+    {
         Some(s) => Json(release_json(&shared, &key, s)).into_response(),
         None => api_error(StatusCode::NOT_FOUND, "Not Found"),
     }
@@ -389,7 +449,12 @@ async fn serve_file(shared: &Shared, path: &Path, headers: &HeaderMap) -> Respon
     let start = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("bytes=")?.strip_suffix('-')?.parse::<u64>().ok())
+        .and_then(|v| {
+            v.strip_prefix("bytes=")?
+                .strip_suffix('-')?
+                .parse::<u64>()
+                .ok()
+        })
         .filter(|s| ranges && *s < size);
     let offset = start.unwrap_or(0);
     file.seek(std::io::SeekFrom::Start(offset)).await.unwrap();
@@ -406,7 +471,10 @@ async fn serve_file(shared: &Shared, path: &Path, headers: &HeaderMap) -> Respon
                 if truncate {
                     // Let hyper flush the headers and the partial body before the cut.
                     tokio::time::sleep(Duration::from_millis(30)).await;
-                    let err = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected truncation");
+                    let err = std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "injected truncation",
+                    );
                     return Some((Err(err), (file, u64::MAX, started)));
                 }
                 return None;
@@ -431,7 +499,10 @@ async fn serve_file(shared: &Shared, path: &Path, headers: &HeaderMap) -> Respon
 
     let mut response = Response::new(Body::from_stream(stream));
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if ranges {
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -439,7 +510,10 @@ async fn serve_file(shared: &Shared, path: &Path, headers: &HeaderMap) -> Respon
     if let Some(start) = start {
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
         let value = format!("bytes {start}-{}/{size}", size - 1);
-        response.headers_mut().insert(header::CONTENT_RANGE, HeaderValue::from_str(&value).unwrap());
+        response.headers_mut().insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&value).unwrap(),
+        );
     }
     response
 }

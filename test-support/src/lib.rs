@@ -5,7 +5,7 @@
 pub mod fixtures;
 pub mod host;
 
-pub use host::{Faults, FakeAsset, FakeRelease, ReleaseHost};
+pub use host::{FakeAsset, FakeRelease, Faults, ReleaseHost};
 
 /// Where the workspace's build output lives (for locating built binaries).
 pub fn target_dir() -> std::path::PathBuf {
@@ -17,6 +17,12 @@ pub fn target_dir() -> std::path::PathBuf {
 
 /// A built stand-in binary (`standin-opencode`, …) from the current profile's target dir.
 pub fn standin_bin(name: &str) -> std::path::PathBuf {
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
-    target_dir().join(profile).join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    target_dir()
+        .join(profile)
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }

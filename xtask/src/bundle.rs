@@ -14,7 +14,9 @@ use openwrk::archive::{self, ArchiveEntry, ArchiveKind};
 use openwrk::digest::{hash_file, FileDigest, HashingWriter};
 use openwrk::download::{Downloader, Expected};
 use openwrk::github::{GitHub, Repo, VersionRequest};
-use openwrk::manifest::{AssetName, Entry, Manifest, NonEmpty, Sha256Hex, TargetAsset, MANIFEST_FILE};
+use openwrk::manifest::{
+    AssetName, Entry, Manifest, NonEmpty, Sha256Hex, TargetAsset, MANIFEST_FILE,
+};
 use openwrk::platform::Target;
 
 use crate::sidecars::{SidecarsConfig, Source};
@@ -116,20 +118,32 @@ struct Job {
 pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
     let targets = Target::parse_list(&args.targets)?;
     if targets.is_empty() {
-        bail!("--targets names no target\nhint: use `all` or a list such as linux-x64,darwin-arm64");
+        bail!(
+            "--targets names no target\nhint: use `all` or a list such as linux-x64,darwin-arm64"
+        );
     }
     let config = SidecarsConfig::load(&args.config)?;
     let epoch = args.source_date_epoch;
-    let generated_at = openwrk::manifest::rfc3339(epoch.unwrap_or_else(|| chrono::Utc::now().timestamp()));
+    let generated_at =
+        openwrk::manifest::rfc3339(epoch.unwrap_or_else(|| chrono::Utc::now().timestamp()));
 
     let parent = match args.out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let staging = tempfile::Builder::new().prefix(".dist-staging-").tempdir_in(&parent)?;
-    let work = tempfile::Builder::new().prefix(".dist-work-").tempdir_in(&parent)?;
-    let assets_dir = if args.mode.download() { staging.path().to_path_buf() } else { work.path().join("assets") };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".dist-staging-")
+        .tempdir_in(&parent)?;
+    let work = tempfile::Builder::new()
+        .prefix(".dist-work-")
+        .tempdir_in(&parent)?;
+    let assets_dir = if args.mode.download() {
+        staging.path().to_path_buf()
+    } else {
+        work.path().join("assets")
+    };
     std::fs::create_dir_all(&assets_dir)?;
 
     let progress = Progress::new();
@@ -141,18 +155,37 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
         match &sidecar.source {
             Source::Github { repo, tag, assets } => {
                 let repo: Repo = args.opencode_repo.as_deref().unwrap_or(repo).parse()?;
-                let request: VersionRequest = args.opencode_version.as_deref().unwrap_or("latest").parse()?;
-                let token = args.github_token.clone().or_else(openwrk::github::token_from_env);
+                let request: VersionRequest = args
+                    .opencode_version
+                    .as_deref()
+                    .unwrap_or("latest")
+                    .parse()?;
+                let token = args
+                    .github_token
+                    .clone()
+                    .or_else(openwrk::github::token_from_env);
                 let github = GitHub::new(&args.github_api_url, token)?;
-                progress.line(format!("resolving {name} {request} from {repo} ({})", github.api_url()));
+                progress.line(format!(
+                    "resolving {name} {request} from {repo} ({})",
+                    github.api_url()
+                ));
                 let release = github.resolve(&repo, &request, tag).await?;
-                let version = release
-                    .version()
-                    .ok_or_else(|| anyhow!("release tag `{}` of {repo} is not a semver version", release.tag_name))?;
-                progress.line(format!("{name}: {repo}@{} (version {version})", release.tag_name));
+                let version = release.version().ok_or_else(|| {
+                    anyhow!(
+                        "release tag `{}` of {repo} is not a semver version",
+                        release.tag_name
+                    )
+                })?;
+                progress.line(format!(
+                    "{name}: {repo}@{} (version {version})",
+                    release.tag_name
+                ));
                 for &target in &targets {
                     let spec = assets.get(target.id()).ok_or_else(|| {
-                        anyhow!("{}: sidecars.{name}.source.assets has no entry for {target}", args.config.display())
+                        anyhow!(
+                            "{}: sidecars.{name}.source.assets has no entry for {target}",
+                            args.config.display()
+                        )
                     })?;
                     let asset = release.asset(&spec.asset).ok_or_else(|| {
                         anyhow!(
@@ -175,7 +208,10 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
                         target,
                         url: asset.browser_download_url.clone(),
                         asset: spec.asset.clone(),
-                        expected: Expected { sha256, size: Some(asset.size) },
+                        expected: Expected {
+                            sha256,
+                            size: Some(asset.size),
+                        },
                         archive: Some((spec.archive, spec.binary.clone())),
                     });
                 }
@@ -202,7 +238,11 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
                     }
                     let dest = assets_dir.join(&file);
                     let digest = copy_hashing(&src, &dest)?;
-                    progress.line(format!("copied {file} ({}, sha256 {})", human(digest.size), digest.short()));
+                    progress.line(format!(
+                        "copied {file} ({}, sha256 {})",
+                        human(digest.size),
+                        digest.short()
+                    ));
                     fetched.push(Fetched {
                         sidecar: name.clone(),
                         target,
@@ -228,15 +268,24 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
             let progress = progress.clone();
             async move {
                 let dest = assets_dir.join(&job.asset);
-                let digest = downloader.download(&job.url, &dest, &job.expected, &bar).await?;
-                progress.line(format!("downloaded {} ({}, sha256 {})", job.asset, human(digest.size), digest.short()));
+                let digest = downloader
+                    .download(&job.url, &dest, &job.expected, &bar)
+                    .await?;
+                progress.line(format!(
+                    "downloaded {} ({}, sha256 {})",
+                    job.asset,
+                    human(digest.size),
+                    digest.short()
+                ));
                 let (kind, binary) = job.archive.clone().expect("github assets are archives");
                 let bin_dir = work.join("bin").join(&job.sidecar).join(job.target.id());
                 std::fs::create_dir_all(&bin_dir)?;
                 let bin_path = bin_dir.join(Path::new(&binary).file_name().unwrap_or_default());
                 let (dest2, bin2) = (dest.clone(), bin_path.clone());
-                let binary_digest =
-                    tokio::task::spawn_blocking(move || archive::extract_binary(&dest2, kind, &binary, &bin2)).await??;
+                let binary_digest = tokio::task::spawn_blocking(move || {
+                    archive::extract_binary(&dest2, kind, &binary, &bin2)
+                })
+                .await??;
                 Ok(Fetched {
                     sidecar: job.sidecar,
                     target: job.target,
@@ -263,7 +312,14 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
     if args.mode.bundled() {
         let bins = openwrk_binaries(&args, &targets, work.path(), &progress)?;
         for (target, openwrk_bin) in bins {
-            let name = bundle_archive(staging.path(), target, &openwrk_bin, &fetched, &config, epoch.unwrap_or(0))?;
+            let name = bundle_archive(
+                staging.path(),
+                target,
+                &openwrk_bin,
+                &fetched,
+                &config,
+                epoch.unwrap_or(0),
+            )?;
             progress.line(format!("wrote {name}"));
             archives.push(name);
         }
@@ -282,7 +338,11 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
             digest: f.digest.clone(),
         })
         .collect();
-    Ok(Report { manifest, rows, archives })
+    Ok(Report {
+        manifest,
+        rows,
+        archives,
+    })
 }
 
 fn read_version(dir: &Path) -> anyhow::Result<String> {
@@ -292,13 +352,17 @@ fn read_version(dir: &Path) -> anyhow::Result<String> {
     })?;
     let v = text.trim();
     if v.is_empty() {
-        bail!("{} is empty\nhint: write the prebuilt sidecars' version into it", path.display());
+        bail!(
+            "{} is empty\nhint: write the prebuilt sidecars' version into it",
+            path.display()
+        );
     }
     Ok(v.to_string())
 }
 
 fn copy_hashing(src: &Path, dest: &Path) -> anyhow::Result<FileDigest> {
-    let mut input = std::fs::File::open(src).with_context(|| format!("cannot read {}", src.display()))?;
+    let mut input =
+        std::fs::File::open(src).with_context(|| format!("cannot read {}", src.display()))?;
     let mut out = HashingWriter::new(BufWriter::new(std::fs::File::create(dest)?));
     std::io::copy(&mut input, &mut out)?;
     Ok(out.finish()?)
@@ -327,7 +391,11 @@ fn build_manifest(
                 size: f.digest.size,
                 archive: f.archive.as_ref().map(|(k, _)| *k),
                 binary: f.archive.as_ref().map(|(_, b)| b.clone()),
-                binary_sha256: if archived { Some(sha(&f.binary_digest)?) } else { None },
+                binary_sha256: if archived {
+                    Some(sha(&f.binary_digest)?)
+                } else {
+                    None
+                },
                 binary_size: archived.then_some(f.binary_digest.size),
             },
         );
@@ -352,10 +420,17 @@ fn openwrk_binaries(
     let mut out = Vec::new();
     for &target in targets {
         let file = target.prebuilt_file("openwrk");
-        if let Some(path) = args.openwrk_bin_dir.as_ref().map(|d| d.join(&file)).filter(|p| p.is_file()) {
+        if let Some(path) = args
+            .openwrk_bin_dir
+            .as_ref()
+            .map(|d| d.join(&file))
+            .filter(|p| p.is_file())
+        {
             out.push((target, path));
         } else if Some(target) == host {
-            progress.line(format!("building openwrk for {target} (cargo build --release -p openwrk)"));
+            progress.line(format!(
+                "building openwrk for {target} (cargo build --release -p openwrk)"
+            ));
             out.push((target, build_host_openwrk(work)?));
         } else {
             progress.line(format!(
@@ -370,7 +445,14 @@ fn build_host_openwrk(work: &Path) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let status = std::process::Command::new(cargo)
-        .args(["build", "--release", "--package", "openwrk", "--bin", "openwrk"])
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "openwrk",
+            "--bin",
+            "openwrk",
+        ])
         .current_dir(&root)
         .status()
         .context("cannot run cargo to build openwrk")?;
@@ -396,8 +478,16 @@ fn bundle_archive(
 ) -> anyhow::Result<String> {
     let top = format!("openwrk-{}-{target}", openwrk::VERSION);
     let mut entries = vec![
-        ArchiveEntry { name: format!("{top}/{}", target.exe_name("openwrk")), source: openwrk_bin.to_path_buf(), executable: true },
-        ArchiveEntry { name: format!("{top}/{MANIFEST_FILE}"), source: dir.join(MANIFEST_FILE), executable: false },
+        ArchiveEntry {
+            name: format!("{top}/{}", target.exe_name("openwrk")),
+            source: openwrk_bin.to_path_buf(),
+            executable: true,
+        },
+        ArchiveEntry {
+            name: format!("{top}/{MANIFEST_FILE}"),
+            source: dir.join(MANIFEST_FILE),
+            executable: false,
+        },
     ];
     for f in fetched.iter().filter(|f| f.target == target) {
         let binary = target.exe_name(&config.sidecars[&f.sidecar].binary);
@@ -408,7 +498,11 @@ fn bundle_archive(
         });
     }
     let mtime = mtime.max(0) as u64;
-    let name = if target.is_windows() { format!("{top}.zip") } else { format!("{top}.tar.gz") };
+    let name = if target.is_windows() {
+        format!("{top}.zip")
+    } else {
+        format!("{top}.tar.gz")
+    };
     let path = dir.join(&name);
     if target.is_windows() {
         archive::write_zip(&path, &entries, mtime)?;
@@ -440,13 +534,19 @@ fn write_sha256sums(dir: &Path) -> anyhow::Result<()> {
 fn replace_dir(staging: PathBuf, out: &Path) -> anyhow::Result<()> {
     if out.exists() {
         let parent = staging.parent().unwrap_or(Path::new("."));
-        let old = tempfile::Builder::new().prefix(".dist-old-").tempdir_in(parent)?.keep();
+        let old = tempfile::Builder::new()
+            .prefix(".dist-old-")
+            .tempdir_in(parent)?
+            .keep();
         std::fs::remove_dir(&old)?;
-        std::fs::rename(out, &old).with_context(|| format!("cannot move the old {} aside", out.display()))?;
-        std::fs::rename(&staging, out).with_context(|| format!("cannot move the new bundle to {}", out.display()))?;
+        std::fs::rename(out, &old)
+            .with_context(|| format!("cannot move the old {} aside", out.display()))?;
+        std::fs::rename(&staging, out)
+            .with_context(|| format!("cannot move the new bundle to {}", out.display()))?;
         std::fs::remove_dir_all(&old)?;
     } else {
-        std::fs::rename(&staging, out).with_context(|| format!("cannot move the new bundle to {}", out.display()))?;
+        std::fs::rename(&staging, out)
+            .with_context(|| format!("cannot move the new bundle to {}", out.display()))?;
     }
     Ok(())
 }
@@ -468,7 +568,11 @@ pub fn human(bytes: u64) -> String {
 
 /// The summary table: sidecar, version, target, size, sha256 prefix.
 pub fn print_summary(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
-    writeln!(out, "{:<16} {:<14} {:<13} {:>10}  sha256", "sidecar", "version", "target", "size")?;
+    writeln!(
+        out,
+        "{:<16} {:<14} {:<13} {:>10}  sha256",
+        "sidecar", "version", "target", "size"
+    )?;
     for r in &report.rows {
         writeln!(
             out,
@@ -495,7 +599,9 @@ struct Progress {
 impl Progress {
     fn new() -> Progress {
         let tty = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
-        Progress { multi: tty.then(MultiProgress::new) }
+        Progress {
+            multi: tty.then(MultiProgress::new),
+        }
     }
 
     fn line(&self, msg: String) {
@@ -508,12 +614,16 @@ impl Progress {
     }
 
     fn bar(&self, name: &str, len: Option<u64>) -> ProgressBar {
-        let Some(multi) = &self.multi else { return ProgressBar::hidden() };
+        let Some(multi) = &self.multi else {
+            return ProgressBar::hidden();
+        };
         let bar = multi.add(ProgressBar::new(len.unwrap_or(0)));
         bar.set_style(
-            ProgressStyle::with_template("{msg:32} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg:32} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_message(name.to_string());
         bar

@@ -14,7 +14,17 @@ pub fn build_workspace_bins() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let status = std::process::Command::new(cargo)
-        .args(["build", "--quiet", "--package", "openwrk-test-support", "--bins", "--package", "openwrk", "--bin", "openwrk"])
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            "openwrk-test-support",
+            "--bins",
+            "--package",
+            "openwrk",
+            "--bin",
+            "openwrk",
+        ])
         .current_dir(&root)
         .status()
         .context("cannot run cargo")?;
@@ -28,21 +38,34 @@ pub const DEMO_OPENCODE_TAG: &str = "v0.0.1";
 pub const DEMO_REPO: &str = "anomalyco/opencode";
 
 /// Publishes a fake OpenCode release and writes a prebuilt dir; returns (host, prebuilt dir, openwrk bin dir).
-pub fn loopback_release(dir: &Path, bins: &Path, pad: u64) -> anyhow::Result<(ReleaseHost, PathBuf, PathBuf)> {
+pub fn loopback_release(
+    dir: &Path,
+    bins: &Path,
+    pad: u64,
+) -> anyhow::Result<(ReleaseHost, PathBuf, PathBuf)> {
     let exe = std::env::consts::EXE_SUFFIX;
     let host = ReleaseHost::start();
     let release_dir = dir.join("release");
     std::fs::create_dir_all(&release_dir)?;
     let opencode = bins.join(format!("standin-opencode{exe}"));
-    let release = fixtures::opencode_release(&release_dir, DEMO_OPENCODE_TAG, Some(&opencode), pad)?;
+    let release =
+        fixtures::opencode_release(&release_dir, DEMO_OPENCODE_TAG, Some(&opencode), pad)?;
     host.add_release(DEMO_REPO, release);
     let server = bins.join(format!("standin-openwork-server{exe}"));
     let bot = bins.join(format!("standin-owpenbot{exe}"));
-    let prebuilt = fixtures::prebuilt_dir(&dir.join("prebuilt"), "0.0.0-standin", &[("openwork-server", &server), ("owpenbot", &bot)], pad)?;
+    let prebuilt = fixtures::prebuilt_dir(
+        &dir.join("prebuilt"),
+        "0.0.0-standin",
+        &[("openwork-server", &server), ("owpenbot", &bot)],
+        pad,
+    )?;
     let bin_dir = dir.join("openwrk-bin");
     std::fs::create_dir_all(&bin_dir)?;
     let host_target = fixtures::host_target();
-    std::fs::copy(bins.join(format!("openwrk{exe}")), bin_dir.join(format!("openwrk-{host_target}{exe}")))?;
+    std::fs::copy(
+        bins.join(format!("openwrk{exe}")),
+        bin_dir.join(format!("openwrk-{host_target}{exe}")),
+    )?;
     Ok((host, prebuilt, bin_dir))
 }
 
@@ -51,7 +74,10 @@ pub async fn run() -> anyhow::Result<()> {
     let bins = build_workspace_bins()?;
     let tmp = tempfile::Builder::new().prefix("openwrk-demo-").tempdir()?;
     let (host, prebuilt, bin_dir) = loopback_release(tmp.path(), &bins, 0)?;
-    eprintln!("demo: loopback GitHub API at {} (stand-in OpenCode release {DEMO_OPENCODE_TAG})", host.api_url());
+    eprintln!(
+        "demo: loopback GitHub API at {} (stand-in OpenCode release {DEMO_OPENCODE_TAG})",
+        host.api_url()
+    );
     let out = tmp.path().join("dist");
     let args = BundleArgs {
         out: out.clone(),
@@ -68,16 +94,25 @@ pub async fn run() -> anyhow::Result<()> {
         config: crate::sidecars::default_path(),
     };
     let report = bundle::run(args).await?;
-    println!("\n== {} ==", out.join(openwrk::manifest::MANIFEST_FILE).display());
+    println!(
+        "\n== {} ==",
+        out.join(openwrk::manifest::MANIFEST_FILE).display()
+    );
     print!("{}", report.manifest.to_json());
     println!("\n== summary ==");
     bundle::print_summary(&report, &mut std::io::stdout())?;
     println!("\n== dist/ ==");
-    let mut names: Vec<_> = std::fs::read_dir(&out)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(&out)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     for n in names {
         println!("  {n}");
     }
-    println!("\ndemo: {} requests served by the loopback host; nothing left the machine", host.requests());
+    println!(
+        "\ndemo: {} requests served by the loopback host; nothing left the machine",
+        host.requests()
+    );
     Ok(())
 }

@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Resolve OpenCode, download and verify every sidecar, write dist/.
-    Bundle(bundle::BundleArgs),
+    Bundle(Box<bundle::BundleArgs>),
     /// Run the main job offline against a loopback release host with stand-in sidecars.
     Demo,
     /// Benchmarks (figures with ratios against a baseline measured in the same run).
@@ -29,11 +29,14 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
             Command::Bundle(args) => {
-                let report = bundle::run(args).await?;
+                let report = bundle::run(*args).await?;
                 bundle::print_summary(&report, &mut std::io::stdout())?;
                 Ok(())
             }

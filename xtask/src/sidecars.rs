@@ -54,7 +54,10 @@ impl SidecarsConfig {
             if let Source::Github { assets, .. } = &sidecar.source {
                 for target in assets.keys() {
                     if target.parse::<openwrk::platform::Target>().is_err() {
-                        bail!("{}: sidecars.{name}.source.assets.{target}: unknown target", path.display());
+                        bail!(
+                            "{}: sidecars.{name}.source.assets.{target}: unknown target",
+                            path.display()
+                        );
                     }
                 }
             }
@@ -77,7 +80,9 @@ mod tests {
     fn repo_config_matches_the_platform_table() {
         let config = SidecarsConfig::load(&default_path()).unwrap();
         let opencode = &config.sidecars["opencode"];
-        let Source::Github { assets, tag, .. } = &opencode.source else { panic!("opencode is a github sidecar") };
+        let Source::Github { assets, tag, .. } = &opencode.source else {
+            panic!("opencode is a github sidecar")
+        };
         assert!(tag.contains("{version}"));
         for target in Target::ALL {
             let a = &assets[target.id()];
@@ -86,7 +91,10 @@ mod tests {
             assert_eq!(a.binary, target.exe_name("opencode"));
         }
         for name in ["openwork-server", "owpenbot"] {
-            assert!(matches!(config.sidecars[name].source, Source::Prebuilt { .. }));
+            assert!(matches!(
+                config.sidecars[name].source,
+                Source::Prebuilt { .. }
+            ));
         }
     }
 }

@@ -26,19 +26,32 @@ impl Fx {
         let rel_dir = tmp.path().join("releases");
         std::fs::create_dir_all(&rel_dir).unwrap();
         for tag in tags {
-            host.add_release(REPO, fixtures::opencode_release(&rel_dir, tag, None, 0).unwrap());
+            host.add_release(
+                REPO,
+                fixtures::opencode_release(&rel_dir, tag, None, 0).unwrap(),
+            );
         }
         for tag in pre {
             let mut r = fixtures::opencode_release(&rel_dir, tag, None, 0).unwrap();
             r.prerelease = true;
             host.add_release(REPO, r);
         }
-        let prebuilt = fixtures::prebuilt_dir(&tmp.path().join("prebuilt"), "0.3.0", &[], 0).unwrap();
+        let prebuilt =
+            fixtures::prebuilt_dir(&tmp.path().join("prebuilt"), "0.3.0", &[], 0).unwrap();
         let bins = tmp.path().join("bins");
         std::fs::create_dir_all(&bins).unwrap();
-        let host_bin = format!("openwrk-{}{}", fixtures::host_target(), std::env::consts::EXE_SUFFIX);
+        let host_bin = format!(
+            "openwrk-{}{}",
+            fixtures::host_target(),
+            std::env::consts::EXE_SUFFIX
+        );
         fixtures::write_binary(&bins.join(host_bin), "openwrk", None, 0).unwrap();
-        Fx { tmp, host, prebuilt, bins }
+        Fx {
+            tmp,
+            host,
+            prebuilt,
+            bins,
+        }
     }
 
     fn out(&self) -> PathBuf {
@@ -79,7 +92,10 @@ impl Fx {
         assert!(!self.out().exists(), "dist was written");
         let parent = self.out().parent().unwrap().to_path_buf();
         if parent.exists() {
-            let left: Vec<_> = std::fs::read_dir(&parent).unwrap().map(|e| e.unwrap().file_name()).collect();
+            let left: Vec<_> = std::fs::read_dir(&parent)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
             assert!(left.is_empty(), "left behind: {left:?}");
         }
     }
@@ -94,7 +110,11 @@ fn assert_ok(o: &Output) {
 }
 
 fn assert_fails_with(o: &Output, needles: &[&str]) -> String {
-    assert!(!o.status.success(), "bundle unexpectedly succeeded:\n{}", stderr(o));
+    assert!(
+        !o.status.success(),
+        "bundle unexpectedly succeeded:\n{}",
+        stderr(o)
+    );
     let err = stderr(o);
     for n in needles {
         assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
@@ -103,11 +123,17 @@ fn assert_fails_with(o: &Output, needles: &[&str]) -> String {
 }
 
 fn validate_schema(manifest_path: &Path) {
-    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/openwrk-sidecars.schema.json");
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
-    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(manifest_path).unwrap()).unwrap();
+    let schema_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/openwrk-sidecars.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(manifest_path).unwrap()).unwrap();
     let validator = jsonschema::draft202012::new(&schema).unwrap();
-    let errors: Vec<String> = validator.iter_errors(&doc).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(&doc)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
     assert!(errors.is_empty(), "schema errors: {errors:?}");
 }
 
@@ -118,7 +144,10 @@ fn latest_release_bundles_every_target() {
     assert_ok(&o);
     let m = fx.manifest();
     assert_eq!(m.entries["opencode"].version.as_str(), "1.1.0");
-    assert_eq!(m.entries["opencode"].source.as_deref(), Some("github:anomalyco/opencode@v1.1.0"));
+    assert_eq!(
+        m.entries["opencode"].source.as_deref(),
+        Some("github:anomalyco/opencode@v1.1.0")
+    );
     assert_eq!(m.entries["openwork-server"].version.as_str(), "0.3.0");
     assert_eq!(m.generated_at.as_str(), "2023-11-14T22:13:20Z");
     for entry in m.entries.values() {
@@ -132,42 +161,82 @@ fn latest_release_bundles_every_target() {
 
     // SHA256SUMS is what sha256sum -c accepts.
     let sums = std::fs::read_to_string(fx.out().join("SHA256SUMS")).unwrap();
-    assert_eq!(sums.lines().count(), std::fs::read_dir(fx.out()).unwrap().count() - 1);
-    if let Ok(check) = Command::new("sha256sum").arg("-c").arg("--quiet").arg("SHA256SUMS").current_dir(fx.out()).output() {
-        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    assert_eq!(
+        sums.lines().count(),
+        std::fs::read_dir(fx.out()).unwrap().count() - 1
+    );
+    if let Ok(check) = Command::new("sha256sum")
+        .arg("-c")
+        .arg("--quiet")
+        .arg("SHA256SUMS")
+        .current_dir(fx.out())
+        .output()
+    {
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stdout)
+        );
     }
 
     // Bundled archive for the host target only; the others are skipped with a warning.
     let host = fixtures::host_target();
-    let ext = if host.starts_with("windows") { "zip" } else { "tar.gz" };
-    let archive = fx.out().join(format!("openwrk-{}-{host}.{ext}", openwrk::VERSION));
+    let ext = if host.starts_with("windows") {
+        "zip"
+    } else {
+        "tar.gz"
+    };
+    let archive = fx
+        .out()
+        .join(format!("openwrk-{}-{host}.{ext}", openwrk::VERSION));
     assert!(archive.is_file());
     let err = stderr(&o);
-    assert!(err.contains("skipping the bundled archive for darwin-arm64"), "{err}");
+    assert!(
+        err.contains("skipping the bundled archive for darwin-arm64"),
+        "{err}"
+    );
     if ext == "tar.gz" {
-        let mut names: Vec<String> = tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(&archive).unwrap()))
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().display().to_string())
-            .collect();
+        let mut names: Vec<String> = tar::Archive::new(flate2::read::GzDecoder::new(
+            std::fs::File::open(&archive).unwrap(),
+        ))
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
         names.sort();
         let top = format!("openwrk-{}-{host}", openwrk::VERSION);
-        for want in ["openwrk", "openwrk-sidecars.json", "sidecars/opencode", "sidecars/openwork-server", "sidecars/owpenbot"] {
+        for want in [
+            "openwrk",
+            "openwrk-sidecars.json",
+            "sidecars/opencode",
+            "sidecars/openwork-server",
+            "sidecars/owpenbot",
+        ] {
             assert!(names.contains(&format!("{top}/{want}")), "{names:?}");
         }
     }
     // The summary table names every sidecar and target.
     let table = String::from_utf8_lossy(&o.stdout);
-    assert!(table.contains("opencode") && table.contains("windows-x64") && table.contains("1.1.0"), "{table}");
+    assert!(
+        table.contains("opencode") && table.contains("windows-x64") && table.contains("1.1.0"),
+        "{table}"
+    );
 }
 
 #[test]
 fn pinned_versions_with_and_without_v() {
     let fx = Fx::new(&["v1.0.0", "v1.1.0"], &[]);
     for (pin, want) in [("1.0.0", "1.0.0"), ("v1.0.0", "1.0.0"), ("latest", "1.1.0")] {
-        let o = fx.bundle(&["--mode", "download", "--targets", "linux-x64"], &[("OPENCODE_VERSION", pin)]);
+        let o = fx.bundle(
+            &["--mode", "download", "--targets", "linux-x64"],
+            &[("OPENCODE_VERSION", pin)],
+        );
         assert_ok(&o);
-        assert_eq!(fx.manifest().entries["opencode"].version.as_str(), want, "pin {pin}");
+        assert_eq!(
+            fx.manifest().entries["opencode"].version.as_str(),
+            want,
+            "pin {pin}"
+        );
     }
 }
 
@@ -186,7 +255,10 @@ fn nonexistent_and_malformed_versions() {
 fn prereleases_never_count_as_latest() {
     let fx = Fx::new(&["v1.0.0"], &["v2.0.0-rc.1"]);
     // Without the latest endpoint the bundler lists releases itself.
-    fx.host.faults().no_latest_endpoint.store(true, Ordering::SeqCst);
+    fx.host
+        .faults()
+        .no_latest_endpoint
+        .store(true, Ordering::SeqCst);
     let o = fx.bundle(&["--mode", "download", "--targets", "linux-x64"], &[]);
     assert_ok(&o);
     assert_eq!(fx.manifest().entries["opencode"].version.as_str(), "1.0.0");
@@ -197,17 +269,33 @@ fn rate_limit_says_when_it_resets() {
     let fx = Fx::new(&["v1.0.0"], &[]);
     fx.host.faults().rate_limited.store(true, Ordering::SeqCst);
     let o = fx.bundle(&[], &[]);
-    assert_fails_with(&o, &["rate limit", "resets at", "in 17 minutes", "GITHUB_TOKEN", "OPENCODE_VERSION"]);
+    assert_fails_with(
+        &o,
+        &[
+            "rate limit",
+            "resets at",
+            "in 17 minutes",
+            "GITHUB_TOKEN",
+            "OPENCODE_VERSION",
+        ],
+    );
     fx.assert_nothing_written();
 }
 
 #[test]
 fn token_is_sent_and_never_printed() {
     let fx = Fx::new(&["v1.0.0"], &[]);
-    let o = fx.bundle(&["--mode", "download", "--targets", "linux-x64"], &[("GH_TOKEN", "sekrit-token-123")]);
+    let o = fx.bundle(
+        &["--mode", "download", "--targets", "linux-x64"],
+        &[("GH_TOKEN", "sekrit-token-123")],
+    );
     assert_ok(&o);
     let log = fx.host.request_log();
-    assert!(log.iter().any(|l| l.contains("/api/") && l.ends_with("[auth]")), "{log:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("/api/") && l.ends_with("[auth]")),
+        "{log:?}"
+    );
     let all = format!("{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
     assert!(!all.contains("sekrit-token-123"));
 }
@@ -217,8 +305,18 @@ fn digest_mismatch_is_a_hard_error() {
     let fx = Fx::new(&["v1.0.0"], &[]);
     fx.host.faults().wrong_digest.store(true, Ordering::SeqCst);
     let o = fx.bundle(&["--targets", "linux-x64"], &[]);
-    let err = assert_fails_with(&o, &["sha256 mismatch for opencode-linux-x64.tar.gz", "expected: 0000000000", "actual:"]);
-    assert!(err.contains("/releases/download/v1.0.0/opencode-linux-x64.tar.gz"), "{err}");
+    let err = assert_fails_with(
+        &o,
+        &[
+            "sha256 mismatch for opencode-linux-x64.tar.gz",
+            "expected: 0000000000",
+            "actual:",
+        ],
+    );
+    assert!(
+        err.contains("/releases/download/v1.0.0/opencode-linux-x64.tar.gz"),
+        "{err}"
+    );
     fx.assert_nothing_written();
 }
 
@@ -235,17 +333,41 @@ fn missing_digest_is_computed_and_noted() {
 fn failing_and_truncated_downloads_are_retried_and_resumed() {
     let fx = Fx::new(&["v1.0.0"], &[]);
     fx.host.faults().fail_downloads.store(2, Ordering::SeqCst);
-    fx.host.faults().truncate_downloads.store(1, Ordering::SeqCst);
-    let o = fx.bundle(&["--mode", "download", "--targets", "linux-x64", "--jobs", "1"], &[]);
+    fx.host
+        .faults()
+        .truncate_downloads
+        .store(1, Ordering::SeqCst);
+    let o = fx.bundle(
+        &[
+            "--mode",
+            "download",
+            "--targets",
+            "linux-x64",
+            "--jobs",
+            "1",
+        ],
+        &[],
+    );
     assert_ok(&o);
-    let downloads: Vec<String> = fx.host.request_log().into_iter().filter(|l| l.contains("/releases/download/")).collect();
+    let downloads: Vec<String> = fx
+        .host
+        .request_log()
+        .into_iter()
+        .filter(|l| l.contains("/releases/download/"))
+        .collect();
     assert_eq!(downloads.len(), 4, "{downloads:?}");
-    assert!(downloads[3].contains("bytes="), "the retry after truncation resumes: {downloads:?}");
+    assert!(
+        downloads[3].contains("bytes="),
+        "the retry after truncation resumes: {downloads:?}"
+    );
 
     // Without Range support the retry starts over and still verifies.
     let fx = Fx::new(&["v1.0.0"], &[]);
     fx.host.faults().no_range.store(true, Ordering::SeqCst);
-    fx.host.faults().truncate_downloads.store(1, Ordering::SeqCst);
+    fx.host
+        .faults()
+        .truncate_downloads
+        .store(1, Ordering::SeqCst);
     let o = fx.bundle(&["--mode", "download", "--targets", "linux-x64"], &[]);
     assert_ok(&o);
     let log = fx.host.request_log();
@@ -255,17 +377,29 @@ fn failing_and_truncated_downloads_are_retried_and_resumed() {
 #[test]
 fn truncation_after_all_retries_fails_cleanly() {
     let fx = Fx::new(&["v1.0.0"], &[]);
-    fx.host.faults().truncate_downloads.store(1000, Ordering::SeqCst);
+    fx.host
+        .faults()
+        .truncate_downloads
+        .store(1000, Ordering::SeqCst);
     let o = fx.bundle(&["--targets", "linux-x64"], &[]);
-    assert_fails_with(&o, &["opencode-linux-x64.tar.gz", "cut short", "after 5 attempts"]);
+    assert_fails_with(
+        &o,
+        &["opencode-linux-x64.tar.gz", "cut short", "after 5 attempts"],
+    );
     fx.assert_nothing_written();
 }
 
 #[test]
 fn github_unreachable() {
     let fx = Fx::new(&["v1.0.0"], &[]);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let o = fx.bundle(&[], &[("OPENWRK_GITHUB_API_URL", &format!("http://{closed}"))]);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let o = fx.bundle(
+        &[],
+        &[("OPENWRK_GITHUB_API_URL", &format!("http://{closed}"))],
+    );
     assert_fails_with(&o, &["could not reach the GitHub API", &closed.to_string()]);
     fx.assert_nothing_written();
 }
@@ -279,36 +413,87 @@ fn missing_asset_names_what_exists() {
     rel.assets.retain(|a| !a.name.contains("darwin-x64"));
     fx.host.add_release(REPO, rel);
     let o = fx.bundle(&[], &[]);
-    assert_fails_with(&o, &["has no asset opencode-darwin-x64.zip", "opencode-linux-x64.tar.gz"]);
+    assert_fails_with(
+        &o,
+        &[
+            "has no asset opencode-darwin-x64.zip",
+            "opencode-linux-x64.tar.gz",
+        ],
+    );
     fx.assert_nothing_written();
 }
 
 #[test]
 fn unsafe_archives_are_refused() {
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
-        ("path contains `..`", Box::new(|p: &Path| fixtures::tar_gz(p, &[("../evil", Entry::Bytes(b"x")), ("opencode", Entry::Bytes(b"x"))]).unwrap())),
-        ("absolute path", Box::new(|p: &Path| fixtures::tar_gz(p, &[("/tmp/evil", Entry::Bytes(b"x")), ("opencode", Entry::Bytes(b"x"))]).unwrap())),
-        ("link points", Box::new(|p: &Path| fixtures::tar_gz(p, &[("opencode", Entry::Symlink("../../../etc/passwd"))]).unwrap())),
-        ("path contains `..`", Box::new(|p: &Path| fixtures::tar_gz(p, &[("opencode", Entry::Hardlink("../outside"))]).unwrap())),
+    let cases: Vec<(&str, Vec<(&str, Entry)>)> = vec![
+        (
+            "path contains `..`",
+            vec![
+                ("../evil", Entry::Bytes(b"x")),
+                ("opencode", Entry::Bytes(b"x")),
+            ],
+        ),
+        (
+            "absolute path",
+            vec![
+                ("/tmp/evil", Entry::Bytes(b"x")),
+                ("opencode", Entry::Bytes(b"x")),
+            ],
+        ),
+        (
+            "link points",
+            vec![("opencode", Entry::Symlink("../../../etc/passwd"))],
+        ),
+        (
+            "path contains `..`",
+            vec![("opencode", Entry::Hardlink("../outside"))],
+        ),
     ];
-    for (want, build) in cases {
+    for (want, entries) in cases {
         let fx = Fx::new(&[], &[]);
         let asset = fx.tmp.path().join("opencode-linux-x64.tar.gz");
-        build(&asset);
-        fx.host.add_release(REPO, FakeRelease::new("v1.0.0", vec![FakeAsset { name: "opencode-linux-x64.tar.gz".into(), path: asset }]));
+        fixtures::tar_gz(&asset, &entries).unwrap();
+        fx.host.add_release(
+            REPO,
+            FakeRelease::new(
+                "v1.0.0",
+                vec![FakeAsset {
+                    name: "opencode-linux-x64.tar.gz".into(),
+                    path: asset,
+                }],
+            ),
+        );
         let o = fx.bundle(&["--targets", "linux-x64"], &[]);
         assert_fails_with(&o, &["unsafe entry", want]);
         fx.assert_nothing_written();
     }
     // zip-slip and a zip symlink escaping the folder.
     for (entries, want) in [
-        (vec![("../../evil", Entry::Bytes(b"x")), ("opencode", Entry::Bytes(b"x"))], "path contains `..`"),
-        (vec![("opencode", Entry::Symlink("/etc/passwd"))], "absolute path"),
+        (
+            vec![
+                ("../../evil", Entry::Bytes(b"x")),
+                ("opencode", Entry::Bytes(b"x")),
+            ],
+            "path contains `..`",
+        ),
+        (
+            vec![("opencode", Entry::Symlink("/etc/passwd"))],
+            "absolute path",
+        ),
     ] {
         let fx = Fx::new(&[], &[]);
         let asset = fx.tmp.path().join("opencode-darwin-x64.zip");
         fixtures::zip(&asset, &entries).unwrap();
-        fx.host.add_release(REPO, FakeRelease::new("v1.0.0", vec![FakeAsset { name: "opencode-darwin-x64.zip".into(), path: asset }]));
+        fx.host.add_release(
+            REPO,
+            FakeRelease::new(
+                "v1.0.0",
+                vec![FakeAsset {
+                    name: "opencode-darwin-x64.zip".into(),
+                    path: asset,
+                }],
+            ),
+        );
         let o = fx.bundle(&["--targets", "darwin-x64"], &[]);
         assert_fails_with(&o, &["unsafe entry", want]);
         fx.assert_nothing_written();
@@ -324,7 +509,13 @@ fn missing_prebuilt_file_and_unknown_target() {
     fx.assert_nothing_written();
 
     let o = fx.bundle(&["--targets", "linux-x64,plan9-mips"], &[]);
-    assert_fails_with(&o, &["unknown target `plan9-mips`", "linux-x64, linux-arm64, darwin-x64, darwin-arm64, windows-x64"]);
+    assert_fails_with(
+        &o,
+        &[
+            "unknown target `plan9-mips`",
+            "linux-x64, linux-arm64, darwin-x64, darwin-arm64, windows-x64",
+        ],
+    );
     fx.assert_nothing_written();
 }
 
@@ -339,9 +530,15 @@ fn two_runs_are_byte_identical_and_replace_dist_atomically() {
     std::fs::write(fx.out().join("stale"), "old").unwrap();
     assert_ok(&fx.bundle(&[], &[("TZ", "Asia/Kathmandu"), ("LC_ALL", "C")]));
     assert!(!fx.out().join("stale").exists());
-    let mut names: Vec<_> = std::fs::read_dir(&first).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(&first)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     names.sort();
-    let mut second: Vec<_> = std::fs::read_dir(fx.out()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut second: Vec<_> = std::fs::read_dir(fx.out())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     second.sort();
     assert_eq!(names, second);
     for name in names {
@@ -358,13 +555,29 @@ fn two_runs_are_byte_identical_and_replace_dist_atomically() {
 
 #[test]
 fn sidecars_toml_pins_no_opencode_version() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/sidecars.toml")).unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/sidecars.toml"),
+    )
+    .unwrap();
     for (n, line) in text.lines().enumerate() {
         let code = line.split('#').next().unwrap();
         let has_version = code
             .split(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .any(|tok| tok.split('.').filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())).count() >= 2);
-        assert!(!has_version, "manifests/sidecars.toml:{}: looks like a pinned version: {line}", n + 1);
-        assert!(!code.trim_start().starts_with("version"), "manifests/sidecars.toml:{}: pins a version: {line}", n + 1);
+            .any(|tok| {
+                tok.split('.')
+                    .filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+                    .count()
+                    >= 2
+            });
+        assert!(
+            !has_version,
+            "manifests/sidecars.toml:{}: looks like a pinned version: {line}",
+            n + 1
+        );
+        assert!(
+            !code.trim_start().starts_with("version"),
+            "manifests/sidecars.toml:{}: pins a version: {line}",
+            n + 1
+        );
     }
 }
