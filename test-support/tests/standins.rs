@@ -105,6 +105,7 @@ fn openwork(port: u16, envs: &[(&str, &str)]) -> Proc {
 }
 
 fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(2))
