@@ -79,6 +79,11 @@ pub fn hash_file(path: &Path) -> io::Result<FileDigest> {
     })
 }
 
+/// SHA-256 of a small in-memory value (cache keys), lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// True for 64 lowercase hex characters.
 pub fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64

@@ -181,6 +181,14 @@ enum Attempt {
     Fatal(DownloadError),
 }
 
+impl Attempt {
+    fn into_inner(self) -> DownloadError {
+        match self {
+            Attempt::Retry(e) | Attempt::Fatal(e) => e,
+        }
+    }
+}
+
 pub struct Downloader {
     client: reqwest::Client,
     config: DownloadConfig,
@@ -265,36 +273,57 @@ impl Downloader {
             sha256: hex::encode(state.hasher.finalize()),
             size: state.written,
         };
-        let asset = dest
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        if let Some(size) = expected.size {
-            if size != digest.size {
-                return Err(DownloadError::SizeMismatch {
-                    asset,
-                    url: url.into(),
-                    expected: size,
-                    actual: digest.size,
-                });
-            }
-        }
-        if let Some(sha) = &expected.sha256 {
-            if !sha.eq_ignore_ascii_case(&digest.sha256) {
-                return Err(DownloadError::DigestMismatch {
-                    asset,
-                    url: url.into(),
-                    expected: sha.clone(),
-                    expected_size: ExpectedSize(expected.size),
-                    actual: digest.sha256,
-                    actual_size: digest.size,
-                });
-            }
-        }
+        verify(url, dest, expected, &digest)?;
         part.persist(dest)?;
         progress.finish();
         Ok(digest)
+    }
+
+    /// Copies a file from a local mirror directory, with the same checks as a download.
+    pub async fn copy_file(
+        &self,
+        src: &Path,
+        dest: &Path,
+        expected: &Expected,
+    ) -> Result<FileDigest, DownloadError> {
+        let (src, dest, expected) = (src.to_path_buf(), dest.to_path_buf(), expected.clone());
+        tokio::task::spawn_blocking(move || {
+            let name = src.display().to_string();
+            let mut input = File::open(&src).map_err(|_| DownloadError::NotFound {
+                url: name.clone(),
+                status: 404,
+            })?;
+            let mut part = PartFile::create(&dest)?;
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = std::io::Read::read(&mut input, &mut buf).map_err(|source| {
+                    DownloadError::Io {
+                        path: src.clone(),
+                        source,
+                    }
+                })?;
+                if n == 0 {
+                    break;
+                }
+                if let Some(limit) = expected.size.filter(|l| size + n as u64 > *l) {
+                    return Err(DownloadError::TooLong { url: name, limit });
+                }
+                part.write(&buf[..n]).map_err(Attempt::into_inner)?;
+                hasher.update(&buf[..n]);
+                size += n as u64;
+            }
+            let digest = FileDigest {
+                sha256: hex::encode(hasher.finalize()),
+                size,
+            };
+            verify(&name, &dest, &expected, &digest)?;
+            part.persist(&dest)?;
+            Ok(digest)
+        })
+        .await
+        .expect("copy task")
     }
 
     async fn attempt(
@@ -460,6 +489,40 @@ struct Progress {
     hasher: Sha256,
     written: u64,
     accept_ranges: bool,
+}
+
+/// Size first, then SHA-256, against what the bytes must be.
+fn verify(
+    url: &str,
+    dest: &Path,
+    expected: &Expected,
+    digest: &FileDigest,
+) -> Result<(), DownloadError> {
+    let asset = dest.file_name().unwrap_or_default().to_string_lossy();
+    let asset = asset.trim_start_matches('.').to_string();
+    if let Some(size) = expected.size {
+        if size != digest.size {
+            return Err(DownloadError::SizeMismatch {
+                asset,
+                url: url.into(),
+                expected: size,
+                actual: digest.size,
+            });
+        }
+    }
+    if let Some(sha) = &expected.sha256 {
+        if !sha.eq_ignore_ascii_case(&digest.sha256) {
+            return Err(DownloadError::DigestMismatch {
+                asset,
+                url: url.into(),
+                expected: sha.clone(),
+                expected_size: ExpectedSize(expected.size),
+                actual: digest.sha256.clone(),
+                actual_size: digest.size,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn is_rate_limited(response: &reqwest::Response) -> bool {

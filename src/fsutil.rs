@@ -27,3 +27,37 @@ pub fn sync_dir(dir: &Path) {
     #[cfg(not(unix))]
     let _ = dir;
 }
+
+/// Creates `dir` and its missing parents with mode 0700 (SPEC §3.4).
+pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
+/// The platform data dir for openwrk: `$XDG_DATA_HOME/openwrk`, `~/.local/share/openwrk`;
+/// macOS `~/Library/Application Support/openwrk`; Windows `%APPDATA%\openwrk`.
+pub fn default_data_dir() -> std::path::PathBuf {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    };
+    let home = env("HOME").unwrap_or_else(|| ".".into());
+    if cfg!(windows) {
+        return env("APPDATA").unwrap_or(home).join("openwrk");
+    }
+    if cfg!(target_os = "macos") {
+        return home.join("Library/Application Support/openwrk");
+    }
+    env("XDG_DATA_HOME")
+        .unwrap_or_else(|| home.join(".local/share"))
+        .join("openwrk")
+}

@@ -2,12 +2,16 @@
 //! `cargo xtask bundle` (build time). One module per concept.
 
 pub mod archive;
+pub mod cache;
+pub mod cli;
+pub mod commands;
 pub mod digest;
 pub mod download;
 pub mod fsutil;
 pub mod github;
 pub mod manifest;
 pub mod platform;
+pub mod resolve;
 
 /// openwrk's own version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,1 +1,47 @@
-fn main() {}
+//! The `openwrk` binary: parse the command line, run the command, map errors
+//! to SPEC §9 exit codes.
+
+use clap::Parser;
+use openwrk::cli::{Cli, Command};
+use openwrk::commands::{self, Failure};
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = runtime.block_on(run(cli)).unwrap_or_else(|f| {
+        eprintln!("error: {}", f.message);
+        f.code
+    });
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> Result<i32, Failure> {
+    match cli.command {
+        Command::Sidecars(command) => commands::sidecars::run(&cli.global, command).await,
+        other => Err(Failure {
+            message: format!(
+                "`openwrk {}` is not available in this build yet\nhint: see README.md for what this version supports",
+                command_name(&other)
+            ),
+            code: 2,
+        }),
+    }
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Start(_) => "start",
+        Command::Serve(_) => "serve",
+        Command::Stop { .. } => "stop",
+        Command::Sidecars(_) => "sidecars",
+        Command::Daemon(_) => "daemon",
+        Command::Workspace(_) => "workspace",
+        Command::Instance(_) => "instance",
+        Command::Approvals(_) => "approvals",
+        Command::Status(_) => "status",
+        Command::Completions { .. } => "completions",
+    }
+}

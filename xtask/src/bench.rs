@@ -1,14 +1,171 @@
 //! `cargo xtask bench <name>`: benchmarks print a figure, the baseline measured
-//! in the same run, the ratio and the target (SPEC §10).
+//! in the same run, the ratio and the target (SPEC §10). Never timed tests.
+
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::demo;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Which {
-    /// Bundle five targets from the loopback host (~60 MB assets).
+    /// Bundle five targets (~60 MB archives) from the loopback host.
     Bundle,
 }
 
 pub async fn run(which: Which) -> anyhow::Result<()> {
     match which {
-        Which::Bundle => anyhow::bail!("bench bundle: not built yet"),
+        Which::Bundle => bench_bundle(),
     }
+}
+
+/// Size of the noise appended to each stand-in binary: ~60 MB archives.
+const ASSET_PAD: u64 = 60 * 1024 * 1024;
+/// Per-connection bandwidth of the loopback host, a stand-in for a CDN link
+/// (unthrottled loopback would measure memcpy, not downloads).
+const LINK_BYTES_PER_SEC: u64 = 100 * 1024 * 1024;
+
+fn bench_bundle() -> anyhow::Result<()> {
+    let bins = demo::build_workspace_bins()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("openwrk-bench-")
+        .tempdir()?;
+    eprintln!("bench bundle: writing fixtures (5 × ~60 MB OpenCode archives) …");
+    let (host, prebuilt, bin_dir) = demo::loopback_release(tmp.path(), &bins, ASSET_PAD)?;
+    host.faults()
+        .throttle_bytes_per_sec
+        .store(LINK_BYTES_PER_SEC, Ordering::SeqCst);
+
+    // Baseline: each asset alone with curl; the slowest one.
+    let mut slowest = Duration::ZERO;
+    let mut slowest_name = String::new();
+    for target in openwrk_test_support::fixtures::TARGETS {
+        let ext = if target.starts_with("linux") {
+            "tar.gz"
+        } else {
+            "zip"
+        };
+        let name = format!("opencode-{target}.{ext}");
+        let url = format!(
+            "{}/{}/releases/download/{}/{name}",
+            host.url(),
+            demo::DEMO_REPO,
+            demo::DEMO_OPENCODE_TAG
+        );
+        let out = tmp.path().join("curl.out");
+        let started = Instant::now();
+        let status = Command::new("curl")
+            .args(["-sf", "-o"])
+            .arg(&out)
+            .arg(&url)
+            .status()
+            .context("curl is needed for the baseline")?;
+        let took = started.elapsed();
+        if !status.success() {
+            bail!("curl {url} failed ({status})");
+        }
+        if took > slowest {
+            slowest = took;
+            slowest_name = name;
+        }
+    }
+
+    let out = tmp.path().join("dist");
+    let mut cmd = Command::new(release_xtask()?);
+    cmd.arg("bundle")
+        .arg("--out")
+        .arg(&out)
+        .arg("--prebuilt")
+        .arg(&prebuilt)
+        .arg("--openwrk-bin-dir")
+        .arg(&bin_dir)
+        .env("OPENWRK_GITHUB_API_URL", host.api_url())
+        .env("OPENWRK_OPENCODE_REPO", demo::DEMO_REPO)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("CI", "true")
+        .stdout(std::process::Stdio::null());
+    let (took, peak_kib) = run_measured(cmd)?;
+    let ratio = took.as_secs_f64() / slowest.as_secs_f64();
+    println!(
+        "bench bundle (5 targets, ~60 MB archives, {} MiB/s per connection)",
+        LINK_BYTES_PER_SEC >> 20
+    );
+    println!(
+        "  baseline: slowest single download ({slowest_name}, curl) {:.2} s",
+        slowest.as_secs_f64()
+    );
+    println!(
+        "  bundle:   {:.2} s wall   ratio {ratio:.2} (target ≤ 1.3){}",
+        took.as_secs_f64(),
+        verdict(ratio <= 1.3)
+    );
+    println!(
+        "  peak RSS: {:.1} MB (target < 50 MB){}",
+        peak_kib as f64 / 1024.0,
+        verdict(peak_kib < 50 * 1024)
+    );
+    println!("  reproduce: cargo xtask bench bundle");
+    Ok(())
+}
+
+/// Benchmarks measure optimized code: build xtask (and with it the bundler) in release.
+fn release_xtask() -> anyhow::Result<std::path::PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "--release", "--package", "xtask"])
+        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .status()?;
+    if !status.success() {
+        bail!("cargo build --release -p xtask failed ({status})");
+    }
+    Ok(openwrk_test_support::target_dir()
+        .join("release")
+        .join(format!("xtask{}", std::env::consts::EXE_SUFFIX)))
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "  ok"
+    } else {
+        "  MISSED"
+    }
+}
+
+/// Runs a command to completion; wall time and its peak RSS in KiB (`/usr/bin/time -f %M`).
+pub fn run_measured(cmd: Command) -> anyhow::Result<(Duration, u64)> {
+    let rss_file = tempfile::NamedTempFile::new()?;
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(rss_file.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    timed.stdout(std::process::Stdio::null());
+    let started = Instant::now();
+    let status = timed
+        .status()
+        .context("/usr/bin/time is needed to measure peak RSS")?;
+    let took = started.elapsed();
+    if !status.success() {
+        bail!("benchmarked command failed ({status})");
+    }
+    let text = std::fs::read_to_string(rss_file.path())?;
+    let kib = text
+        .lines()
+        .last()
+        .unwrap_or("0")
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    Ok((took, kib))
 }

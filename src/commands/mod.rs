@@ -1,0 +1,101 @@
+//! One module per command.
+
+pub mod sidecars;
+
+use std::path::PathBuf;
+
+use crate::cli::Global;
+use crate::download::Downloader;
+use crate::resolve::{Resolver, Settings};
+
+/// What a command failed with: its message (what failed, then a hint) and SPEC §9 exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub code: i32,
+}
+
+impl From<crate::resolve::ResolveError> for Failure {
+    fn from(e: crate::resolve::ResolveError) -> Self {
+        Failure {
+            code: e.exit_code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<crate::download::DownloadError> for Failure {
+    fn from(e: crate::download::DownloadError) -> Self {
+        crate::resolve::ResolveError::from(e).into()
+    }
+}
+
+/// The data dir: `--data-dir`, else the platform default; created 0700.
+pub fn data_dir(global: &Global) -> Result<PathBuf, Failure> {
+    let dir = global
+        .data_dir
+        .clone()
+        .unwrap_or_else(crate::fsutil::default_data_dir);
+    crate::fsutil::create_private_dir_all(&dir).map_err(|e| Failure {
+        message: format!("cannot create the data dir {}: {e}\nhint: pass --data-dir or set OPENWRK_DATA_DIR to a writable directory", dir.display()),
+        code: 3,
+    })?;
+    Ok(dir)
+}
+
+/// Resolution settings from the global flags (plus a command's external binaries).
+pub fn settings(global: &Global, bins: [Option<PathBuf>; 3]) -> Result<Settings, Failure> {
+    let data_dir = data_dir(global)?;
+    let sidecar_dir = global
+        .sidecar_dir
+        .clone()
+        .or_else(|| {
+            std::env::var_os("OPENWORK_SIDECAR_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| data_dir.join("sidecars"));
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok())
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()));
+    let [opencode_bin, openwork_server_bin, owpenbot_bin] = bins;
+    Ok(Settings {
+        data_dir,
+        sidecar_dir,
+        manifest: global.sidecar_manifest.clone().filter(|s| !s.is_empty()),
+        base_url: global.sidecar_base_url.clone().filter(|s| !s.is_empty()),
+        sidecar_source: global.sidecar_source,
+        opencode_source: global.opencode_source,
+        allow_external: global.allow_external,
+        opencode_bin,
+        openwork_server_bin,
+        owpenbot_bin,
+        exe_dir,
+    })
+}
+
+/// A resolver with progress bars on a TTY (never with JSON logs or output).
+pub fn resolver(global: &Global, settings: Settings) -> Result<Resolver, Failure> {
+    use std::io::IsTerminal;
+    let mut resolver = Resolver::new(settings, Downloader::from_env()?);
+    let animated = std::io::stderr().is_terminal()
+        && !global.json
+        && global.log_format == crate::cli::LogFormat::Pretty
+        && std::env::var_os("CI").is_none();
+    if animated {
+        resolver.progress = Box::new(|name, len| {
+            let bar = indicatif::ProgressBar::new(len);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:32} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_message(name.to_string());
+            bar
+        });
+    }
+    Ok(resolver)
+}

@@ -1,0 +1,658 @@
+//! Run-time sidecar resolution (SPEC §3): find the manifest, then each
+//! sidecar bundled, cached, downloaded or external, verified before use.
+
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+
+use crate::archive;
+use crate::cache::{Cache, CacheError, Check};
+use crate::download::{DownloadError, Downloader, Expected};
+use crate::manifest::{Manifest, ManifestError, TargetAsset, MANIFEST_FILE, OPENCODE};
+use crate::platform::Target;
+
+/// Where a sidecar may come from (`--sidecar-source`, `--opencode-source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceMode {
+    /// Bundled if it verifies, else the cache if it verifies, else download.
+    Auto,
+    /// Only `<exe dir>/sidecars/`.
+    Bundled,
+    /// The cache, downloading into it when missing.
+    Downloaded,
+    /// A binary given by flag or found on PATH (not verified).
+    External,
+}
+
+/// The repository whose releases carry openwrk's manifest (a build-time setting).
+pub const RELEASE_REPO: &str = match option_env!("OPENWRK_RELEASE_REPO") {
+    Some(r) => r,
+    None => "different-ai/openwork",
+};
+
+/// Where the default manifest for this openwrk version lives.
+pub fn default_manifest_url() -> String {
+    format!(
+        "https://github.com/{RELEASE_REPO}/releases/download/openwrk-v{}/{MANIFEST_FILE}",
+        crate::VERSION
+    )
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub sidecar_dir: PathBuf,
+    /// `--sidecar-manifest`: a URL or a local path.
+    pub manifest: Option<String>,
+    /// `--sidecar-base-url`: a mirror serving the same file names as `dist/`.
+    pub base_url: Option<String>,
+    pub sidecar_source: SourceMode,
+    pub opencode_source: SourceMode,
+    pub allow_external: bool,
+    pub opencode_bin: Option<PathBuf>,
+    pub openwork_server_bin: Option<PathBuf>,
+    pub owpenbot_bin: Option<PathBuf>,
+    /// The directory of the running executable (bundled sidecars live beside it).
+    pub exe_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no manifest for openwrk {version} at {url} (HTTP {status})\nhint: pass --sidecar-manifest or --sidecar-base-url, or use --opencode-source external")]
+    ManifestStatus {
+        version: &'static str,
+        url: String,
+        status: u16,
+    },
+    #[error("could not fetch the sidecar manifest {url}: {cause}\nhint: check the network, or pass --sidecar-manifest with a local file or --sidecar-base-url with a reachable mirror")]
+    ManifestUnreachable { url: String, cause: String },
+    #[error("cannot read the sidecar manifest {path}: {source}\nhint: check the path given to --sidecar-manifest")]
+    ManifestFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid sidecar manifest {origin}: {error}\nhint: the manifest is malformed; regenerate it with `cargo xtask bundle` or point --sidecar-manifest at a good one")]
+    ManifestInvalid {
+        origin: String,
+        error: ManifestError,
+    },
+    #[error("the manifest {origin} has no {name} for {target}\nhint: use a manifest built for this platform, or --{flag}-source external")]
+    NotInManifest {
+        origin: String,
+        name: String,
+        target: Target,
+        flag: &'static str,
+    },
+    #[error("{flag} needs --allow-external (or OPENWRK_ALLOW_EXTERNAL=1)\nhint: external {name} binaries are not verified; allow them only for development")]
+    ExternalNotAllowed { name: String, flag: &'static str },
+    #[error("external {name} not found: {detail}\nhint: pass {flag} PATH or put {name} on PATH")]
+    ExternalMissing {
+        name: String,
+        flag: &'static str,
+        detail: String,
+    },
+    #[error("no bundled {name} at {path}\nhint: this openwrk was not installed from a bundled archive; use --{flag}-source auto or downloaded")]
+    BundledMissing {
+        name: String,
+        path: PathBuf,
+        flag: &'static str,
+    },
+    #[error(
+        "{0}\nhint: the installation is damaged; reinstall openwrk or use --{1}-source downloaded"
+    )]
+    BundledMismatch(Box<Mismatch>, &'static str),
+    #[error(
+        "{0}\nhint: the archive differs from the one the manifest describes; nothing was cached"
+    )]
+    ExtractedMismatch(Box<Mismatch>),
+    #[error(transparent)]
+    Download(#[from] DownloadError),
+    #[error(transparent)]
+    Archive(#[from] archive::ArchiveError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Platform(#[from] crate::platform::PlatformError),
+}
+
+impl ResolveError {
+    /// SPEC §9 exit codes.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ResolveError::ManifestUnreachable { .. } => 4,
+            ResolveError::ManifestStatus { .. }
+            | ResolveError::ManifestFile { .. }
+            | ResolveError::ManifestInvalid { .. }
+            | ResolveError::NotInManifest { .. }
+            | ResolveError::BundledMissing { .. }
+            | ResolveError::ExternalMissing { .. }
+            | ResolveError::Platform(_) => 3,
+            ResolveError::ExternalNotAllowed { .. } => 2,
+            ResolveError::BundledMismatch { .. }
+            | ResolveError::ExtractedMismatch { .. }
+            | ResolveError::Archive(_) => 5,
+            ResolveError::Download(e) if e.is_verification() => 5,
+            ResolveError::Download(_) => 4,
+            ResolveError::Cache(_) => 1,
+        }
+    }
+}
+
+/// A binary that does not hash to what the manifest says.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} does not match the manifest\n  expected: {expected}  ({expected_size} bytes)\n  actual:   {actual}  ({actual_size} bytes)")]
+pub struct Mismatch {
+    pub what: String,
+    pub expected: String,
+    pub expected_size: u64,
+    pub actual: String,
+    pub actual_size: u64,
+}
+
+/// Makes a progress bar for a download (name, length).
+pub type ProgressFactory = Box<dyn Fn(&str, u64) -> ProgressBar + Send + Sync>;
+
+/// A manifest and where its assets are.
+#[derive(Debug, Clone)]
+pub struct LoadedManifest {
+    pub manifest: Manifest,
+    /// URL or path it was read from.
+    pub origin: String,
+    /// Asset base: a URL (no trailing `/`) or a local directory.
+    pub base: Location,
+    /// Read from the data-dir copy, without a network request.
+    pub from_cache: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Url(String),
+    Dir(PathBuf),
+}
+
+impl Location {
+    fn parse(s: &str) -> Location {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            Location::Url(s.trim_end_matches('/').to_string())
+        } else {
+            Location::Dir(PathBuf::from(s.strip_prefix("file://").unwrap_or(s)))
+        }
+    }
+
+    fn join(&self, name: &str) -> String {
+        match self {
+            Location::Url(u) => format!("{u}/{name}"),
+            Location::Dir(d) => d.join(name).display().to_string(),
+        }
+    }
+}
+
+/// Where the chosen binary came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Bundled,
+    Cache,
+    Downloaded,
+    External,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Bundled => "bundled",
+            Origin::Cache => "cache",
+            Origin::Downloaded => "downloaded",
+            Origin::External => "external",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub name: String,
+    pub version: String,
+    pub target: Target,
+    pub origin: Origin,
+    pub path: PathBuf,
+    /// How it was verified: `warm` (cache record matched), `sha256` (hashed now) or `external` (not verified).
+    pub verified: &'static str,
+}
+
+pub struct Resolver {
+    pub settings: Settings,
+    pub downloader: Downloader,
+    pub cache: Cache,
+    /// Reports (waiting for a lock, corrupt cache entries): one line each.
+    pub notify: Box<dyn Fn(&str) + Send + Sync>,
+    /// A progress bar per download (hidden when not a TTY).
+    pub progress: ProgressFactory,
+}
+
+impl Resolver {
+    pub fn new(settings: Settings, downloader: Downloader) -> Resolver {
+        Resolver {
+            cache: Cache::new(&settings.sidecar_dir),
+            settings,
+            downloader,
+            notify: Box::new(|msg| eprintln!("{msg}")),
+            progress: Box::new(|_, _| ProgressBar::hidden()),
+        }
+    }
+
+    fn mode(&self, name: &str) -> SourceMode {
+        if name == OPENCODE {
+            if self.settings.opencode_bin.is_some() {
+                return SourceMode::External;
+            }
+            self.settings.opencode_source
+        } else {
+            if self.external_flag_value(name).is_some() {
+                return SourceMode::External;
+            }
+            self.settings.sidecar_source
+        }
+    }
+
+    fn external_flag_value(&self, name: &str) -> Option<&PathBuf> {
+        match name {
+            OPENCODE => self.settings.opencode_bin.as_ref(),
+            crate::manifest::OPENWORK_SERVER => self.settings.openwork_server_bin.as_ref(),
+            _ => self.settings.owpenbot_bin.as_ref(),
+        }
+    }
+
+    fn flag_stem(name: &str) -> &'static str {
+        if name == OPENCODE {
+            "opencode"
+        } else {
+            "sidecar"
+        }
+    }
+
+    /// Whether resolving `name` needs the manifest at all.
+    pub fn needs_manifest(&self, name: &str) -> bool {
+        self.mode(name) != SourceMode::External
+    }
+
+    /// Finds the manifest: `--sidecar-manifest`, else `<base>/openwrk-sidecars.json`
+    /// with `--sidecar-base-url`, else one bundled next to the executable, else
+    /// the default release URL. URL manifests are kept in the data dir; with
+    /// `refresh == false` a kept copy is used without a network request.
+    pub async fn load_manifest(&self, refresh: bool) -> Result<LoadedManifest, ResolveError> {
+        let s = &self.settings;
+        let bundled = s
+            .exe_dir
+            .as_ref()
+            .map(|d| d.join(MANIFEST_FILE))
+            .filter(|p| p.is_file());
+        let (location, explicit_base) = if let Some(m) = &s.manifest {
+            (
+                Location::parse(m),
+                s.base_url.as_deref().map(Location::parse),
+            )
+        } else if let Some(base) = &s.base_url {
+            let base = Location::parse(base);
+            (Location::parse(&base.join(MANIFEST_FILE)), Some(base))
+        } else if let Some(path) = bundled {
+            (Location::Dir(path), None)
+        } else {
+            (Location::Url(default_manifest_url()), None)
+        };
+        let (bytes, origin, from_cache) = match &location {
+            Location::Dir(path) => {
+                let bytes = std::fs::read(path).map_err(|source| ResolveError::ManifestFile {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                (bytes, path.display().to_string(), false)
+            }
+            Location::Url(url) => {
+                let (bytes, from_cache) = self.fetch_manifest(url, refresh).await?;
+                (bytes, url.clone(), from_cache)
+            }
+        };
+        let manifest =
+            Manifest::from_json(&bytes).map_err(|error| ResolveError::ManifestInvalid {
+                origin: origin.clone(),
+                error,
+            })?;
+        let base = explicit_base.unwrap_or_else(|| match &location {
+            Location::Url(u) => Location::Url(
+                u.rsplit_once('/')
+                    .map(|(d, _)| d.to_string())
+                    .unwrap_or_default(),
+            ),
+            Location::Dir(p) => {
+                Location::Dir(p.parent().map(Path::to_path_buf).unwrap_or_default())
+            }
+        });
+        Ok(LoadedManifest {
+            manifest,
+            origin,
+            base,
+            from_cache,
+        })
+    }
+
+    fn manifest_cache_path(&self, url: &str) -> PathBuf {
+        let key = crate::digest::sha256_hex(url.as_bytes());
+        self.settings
+            .data_dir
+            .join("manifests")
+            .join(format!("{}.json", &key[..16]))
+    }
+
+    async fn fetch_manifest(
+        &self,
+        url: &str,
+        refresh: bool,
+    ) -> Result<(Vec<u8>, bool), ResolveError> {
+        let kept = self.manifest_cache_path(url);
+        if !refresh {
+            if let Ok(bytes) = std::fs::read(&kept) {
+                return Ok((bytes, true));
+            }
+        }
+        let unreachable = |e: reqwest::Error| ResolveError::ManifestUnreachable {
+            url: url.to_string(),
+            cause: crate::error_chain(&e),
+        };
+        let response = self
+            .downloader
+            .client()
+            .get(url)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(ResolveError::ManifestStatus {
+                version: crate::VERSION,
+                url: url.to_string(),
+                status: status.as_u16(),
+            });
+        }
+        // Manifests are small; refuse anything that is clearly not one.
+        let bytes = response.bytes().await.map_err(unreachable)?;
+        if bytes.len() > 4 * 1024 * 1024 {
+            return Err(ResolveError::ManifestInvalid {
+                origin: url.to_string(),
+                error: ManifestError {
+                    path: ".".into(),
+                    message: format!("{} bytes is too large for a manifest", bytes.len()),
+                },
+            });
+        }
+        // Only a manifest that parses is kept.
+        if Manifest::from_json(&bytes).is_ok() {
+            if let Some(dir) = kept.parent() {
+                let _ = crate::fsutil::create_private_dir_all(dir);
+            }
+            let _ = crate::fsutil::write_atomic(&kept, &bytes);
+        }
+        Ok((bytes.to_vec(), false))
+    }
+
+    /// Resolves `name` for the host target.
+    pub async fn resolve(
+        &self,
+        name: &str,
+        manifest: Option<&LoadedManifest>,
+    ) -> Result<Resolved, ResolveError> {
+        let target = Target::host()?;
+        let mode = self.mode(name);
+        if mode == SourceMode::External {
+            return self.external(name, target);
+        }
+        let loaded = manifest.expect("non-external sources need the manifest");
+        let (entry, asset) =
+            loaded
+                .manifest
+                .target(name, target)
+                .ok_or_else(|| ResolveError::NotInManifest {
+                    origin: loaded.origin.clone(),
+                    name: name.to_string(),
+                    target,
+                    flag: Self::flag_stem(name),
+                })?;
+        let version = entry.version.to_string();
+        let binary = target.exe_name(name);
+        if matches!(mode, SourceMode::Auto | SourceMode::Bundled) {
+            match self.bundled(name, &binary, asset, mode)? {
+                Some(path) => {
+                    return Ok(Resolved {
+                        name: name.into(),
+                        version,
+                        target,
+                        origin: Origin::Bundled,
+                        path,
+                        verified: "sha256",
+                    })
+                }
+                None if mode == SourceMode::Bundled => {
+                    unreachable!("bundled() errors in bundled mode")
+                }
+                None => {}
+            }
+        }
+        let (path, origin, verified) = self
+            .cached_or_download(name, &version, target, asset, &loaded.base)
+            .await?;
+        Ok(Resolved {
+            name: name.into(),
+            version,
+            target,
+            origin,
+            path,
+            verified,
+        })
+    }
+
+    /// The bundled binary if present and matching; in `bundled` mode anything else is an error.
+    fn bundled(
+        &self,
+        name: &str,
+        binary: &str,
+        asset: &TargetAsset,
+        mode: SourceMode,
+    ) -> Result<Option<PathBuf>, ResolveError> {
+        let flag = Self::flag_stem(name);
+        let Some(dir) = &self.settings.exe_dir else {
+            return Ok(None);
+        };
+        let path = dir.join("sidecars").join(binary);
+        if !path.is_file() {
+            if mode == SourceMode::Bundled {
+                return Err(ResolveError::BundledMissing {
+                    name: name.into(),
+                    path,
+                    flag,
+                });
+            }
+            return Ok(None);
+        }
+        let want = asset.binary_digest();
+        let actual = crate::digest::hash_file(&path).map_err(|source| CacheError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if actual.sha256 == want.sha256 && actual.size == want.size {
+            return Ok(Some(path));
+        }
+        let err = ResolveError::BundledMismatch(
+            Box::new(Mismatch {
+                what: format!("bundled {name} at {}", path.display()),
+                expected: want.sha256.to_string(),
+                expected_size: want.size,
+                actual: actual.sha256,
+                actual_size: actual.size,
+            }),
+            flag,
+        );
+        if mode == SourceMode::Bundled {
+            return Err(err);
+        }
+        (self.notify)(&format!(
+            "warning: {}",
+            err.to_string().lines().next().unwrap_or_default()
+        ));
+        Ok(None)
+    }
+
+    fn external(&self, name: &str, target: Target) -> Result<Resolved, ResolveError> {
+        let flag = match name {
+            OPENCODE => "--opencode-bin",
+            crate::manifest::OPENWORK_SERVER => "--openwork-server-bin",
+            _ => "--owpenbot-bin",
+        };
+        if name != OPENCODE && !self.settings.allow_external {
+            return Err(ResolveError::ExternalNotAllowed {
+                name: name.into(),
+                flag: if self.external_flag_value(name).is_some() {
+                    flag
+                } else {
+                    "--sidecar-source external"
+                },
+            });
+        }
+        let path = match self.external_flag_value(name) {
+            Some(p) if p.is_file() => p.clone(),
+            Some(p) => {
+                return Err(ResolveError::ExternalMissing {
+                    name: name.into(),
+                    flag,
+                    detail: format!("{} does not exist", p.display()),
+                })
+            }
+            None => find_on_path(&target.exe_name(name)).ok_or_else(|| {
+                ResolveError::ExternalMissing {
+                    name: name.into(),
+                    flag,
+                    detail: "not on PATH".into(),
+                }
+            })?,
+        };
+        Ok(Resolved {
+            name: name.into(),
+            version: "unknown".into(),
+            target,
+            origin: Origin::External,
+            path,
+            verified: "external",
+        })
+    }
+
+    /// The verified cache entry for `name`, downloading it (under the entry lock) when missing.
+    pub async fn cached_or_download(
+        &self,
+        name: &str,
+        version: &str,
+        target: Target,
+        asset: &TargetAsset,
+        base: &Location,
+    ) -> Result<(PathBuf, Origin, &'static str), ResolveError> {
+        let entry = self
+            .cache
+            .entry(name, version, target, &target.exe_name(name));
+        let want = asset.binary_digest();
+        match entry.check(&want)? {
+            Check::Warm => return Ok((entry.binary, Origin::Cache, "warm")),
+            Check::Rehashed => return Ok((entry.binary, Origin::Cache, "sha256")),
+            Check::Corrupt { moved_to, actual } => (self.notify)(&format!(
+                "warning: cached {name} {version} did not match the manifest (expected sha256 {}, found {}); moved it to {} and fetching it again",
+                want.sha256,
+                actual.sha256,
+                moved_to.display()
+            )),
+            Check::Missing => {}
+        }
+        let _lock = entry.lock(|| {
+            (self.notify)(&format!(
+                "waiting for another openwrk to finish downloading {name}"
+            ))
+        })?;
+        // Another process may have fetched it while we waited.
+        if let Check::Warm | Check::Rehashed = entry.check(&want)? {
+            return Ok((entry.binary, Origin::Cache, "sha256"));
+        }
+        entry.clean_stale_parts();
+        let source = base.join(asset.asset.as_str());
+        let expected = Expected {
+            sha256: Some(asset.sha256.to_string()),
+            size: Some(asset.size),
+        };
+        let bar = (self.progress)(asset.asset.as_str(), asset.size);
+        match (&asset.archive, &asset.binary) {
+            (Some(kind), Some(inner)) => {
+                let archive_path = entry.dir.join(format!(".{}", asset.asset));
+                self.fetch(base, &source, &archive_path, &expected, &bar)
+                    .await?;
+                let (kind, inner, dest, ap) = (
+                    *kind,
+                    inner.clone(),
+                    entry.binary.clone(),
+                    archive_path.clone(),
+                );
+                let extracted = tokio::task::spawn_blocking(move || {
+                    archive::extract_binary(&ap, kind, &inner, &dest)
+                })
+                .await
+                .expect("extraction task");
+                let _ = std::fs::remove_file(&archive_path);
+                let digest = extracted?;
+                if digest.sha256 != want.sha256 || digest.size != want.size {
+                    let _ = std::fs::remove_file(&entry.binary);
+                    return Err(ResolveError::ExtractedMismatch(Box::new(Mismatch {
+                        what: format!("{name} extracted from {}", asset.asset),
+                        expected: want.sha256.into(),
+                        expected_size: want.size,
+                        actual: digest.sha256,
+                        actual_size: digest.size,
+                    })));
+                }
+                entry.record_digest(&digest)?;
+            }
+            _ => {
+                let digest = self
+                    .fetch(base, &source, &entry.binary, &expected, &bar)
+                    .await?;
+                archive::set_executable(&entry.binary).map_err(|source| CacheError::Io {
+                    path: entry.binary.clone(),
+                    source,
+                })?;
+                entry.record_digest(&digest)?;
+            }
+        }
+        Ok((entry.binary, Origin::Downloaded, "sha256"))
+    }
+
+    /// Downloads a URL, or copies from a local mirror directory, verifying either way.
+    async fn fetch(
+        &self,
+        base: &Location,
+        source: &str,
+        dest: &Path,
+        expected: &Expected,
+        bar: &ProgressBar,
+    ) -> Result<crate::digest::FileDigest, ResolveError> {
+        match base {
+            Location::Url(_) => Ok(self
+                .downloader
+                .download(source, dest, expected, bar)
+                .await?),
+            Location::Dir(_) => Ok(self
+                .downloader
+                .copy_file(Path::new(source), dest, expected)
+                .await?),
+        }
+    }
+}
+
+/// The first executable file named `name` on PATH.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
