@@ -354,44 +354,43 @@ impl Resolver {
                 return Ok((bytes, true));
             }
         }
-        let unreachable = |e: reqwest::Error| ResolveError::ManifestUnreachable {
-            url: url.to_string(),
-            cause: crate::error_chain(&e),
-        };
-        let response = self
+        // The manifest goes through the one downloader: retries, timeouts, temp file.
+        let dir = kept.parent().expect("kept path has a parent");
+        crate::fsutil::create_private_dir_all(dir).map_err(|source| {
+            ResolveError::Cache(CacheError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })
+        })?;
+        let fetched = dir.join(format!(".fetched-{}", std::process::id()));
+        let result = self
             .downloader
-            .client()
-            .get(url)
-            .send()
-            .await
-            .map_err(unreachable)?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(ResolveError::ManifestStatus {
+            .download(url, &fetched, &Expected::default(), &ProgressBar::hidden())
+            .await;
+        let bytes = match result {
+            Ok(_) => std::fs::read(&fetched).map_err(|source| ResolveError::ManifestFile {
+                path: fetched.display().to_string(),
+                source,
+            }),
+            Err(DownloadError::NotFound { status, .. })
+            | Err(DownloadError::Status { status, .. }) => Err(ResolveError::ManifestStatus {
                 version: crate::VERSION,
                 url: url.to_string(),
-                status: status.as_u16(),
-            });
-        }
-        // Manifests are small; refuse anything that is clearly not one.
-        let bytes = response.bytes().await.map_err(unreachable)?;
-        if bytes.len() > 4 * 1024 * 1024 {
-            return Err(ResolveError::ManifestInvalid {
-                origin: url.to_string(),
-                error: ManifestError {
-                    path: ".".into(),
-                    message: format!("{} bytes is too large for a manifest", bytes.len()),
-                },
-            });
-        }
+                status,
+            }),
+            Err(e @ DownloadError::Io { .. }) => Err(ResolveError::Download(e)),
+            Err(e) => Err(ResolveError::ManifestUnreachable {
+                url: url.to_string(),
+                cause: e.to_string().lines().next().unwrap_or_default().to_string(),
+            }),
+        };
+        let _ = std::fs::remove_file(&fetched);
+        let bytes = bytes?;
         // Only a manifest that parses is kept.
         if Manifest::from_json(&bytes).is_ok() {
-            if let Some(dir) = kept.parent() {
-                let _ = crate::fsutil::create_private_dir_all(dir);
-            }
             let _ = crate::fsutil::write_atomic(&kept, &bytes);
         }
-        Ok((bytes.to_vec(), false))
+        Ok((bytes, false))
     }
 
     /// Resolves `name` for the host target.

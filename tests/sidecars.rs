@@ -1,0 +1,426 @@
+//! `openwrk sidecars …` (the real binary) against a loopback static mirror.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::Ordering;
+
+use openwrk::digest::hash_file;
+use openwrk_test_support::fixtures::{self, Entry};
+use openwrk_test_support::ReleaseHost;
+use serde_json::{json, Value};
+
+/// A dist-like mirror directory for the host target, with its manifest.
+struct Mirror {
+    tmp: tempfile::TempDir,
+    host: ReleaseHost,
+}
+
+fn target() -> &'static str {
+    fixtures::host_target()
+}
+
+fn make_dist(dir: &Path, version: &str, pad: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let t = target();
+    let work = dir.join(".work");
+    std::fs::create_dir_all(&work).unwrap();
+    let opencode = work.join("opencode");
+    fixtures::write_binary(&opencode, &format!("opencode {version}"), None, pad).unwrap();
+    let asset = format!("opencode-{t}.tar.gz");
+    fixtures::tar_gz(&dir.join(&asset), &[("opencode", Entry::File(&opencode))]).unwrap();
+    let bin = hash_file(&opencode).unwrap();
+    let a = hash_file(&dir.join(&asset)).unwrap();
+    let mut entries = json!({
+        "opencode": {"version": version, "targets": {t: {
+            "asset": asset, "sha256": a.sha256, "size": a.size,
+            "archive": "tar.gz", "binary": "opencode", "binarySha256": bin.sha256, "binarySize": bin.size}}}
+    });
+    for name in ["openwork-server", "owpenbot"] {
+        let file = format!("{name}-{t}");
+        fixtures::write_binary(&dir.join(&file), &format!("{name} {version}"), None, 0).unwrap();
+        let d = hash_file(&dir.join(&file)).unwrap();
+        entries[name] = json!({"version": version, "targets": {t: {"asset": file, "sha256": d.sha256, "size": d.size}}});
+    }
+    std::fs::remove_dir_all(&work).unwrap();
+    let manifest = json!({"schemaVersion": 1, "version": "0.1.0", "generatedAt": "2023-11-14T22:13:20Z", "entries": entries});
+    std::fs::write(
+        dir.join("openwrk-sidecars.json"),
+        serde_json::to_string_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+}
+
+impl Mirror {
+    fn new() -> Mirror {
+        Self::with_pad(0)
+    }
+
+    fn with_pad(pad: u64) -> Mirror {
+        let tmp = tempfile::tempdir().unwrap();
+        make_dist(&tmp.path().join("dist"), "1.0.0", pad);
+        let host = ReleaseHost::mirror(&tmp.path().join("dist"));
+        Mirror { tmp, host }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_openwrk"));
+        cmd.args(args)
+            .env("OPENWRK_DATA_DIR", self.data())
+            .env("OPENWRK_SIDECAR_BASE_URL", self.host.url())
+            .env("OPENWRK_RETRY_BACKOFF_MS", "5")
+            .env_remove("OPENWRK_SIDECAR_DIR")
+            .env_remove("OPENWORK_SIDECAR_DIR")
+            .env_remove("OPENWRK_SIDECAR_MANIFEST_URL")
+            .env_remove("OPENWRK_SIDECAR_SOURCE")
+            .env_remove("OPENWRK_OPENCODE_SOURCE")
+            .env_remove("OPENWRK_ALLOW_EXTERNAL");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn cache_dir(&self, name: &str) -> PathBuf {
+        self.data()
+            .join("sidecars")
+            .join(name)
+            .join("1.0.0")
+            .join(target())
+    }
+}
+
+fn ok(o: &Output) -> Value {
+    assert!(
+        o.status.success(),
+        "failed ({:?}):\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
+}
+
+fn fails(o: &Output, code: i32, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(code), "stderr:\n{err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
+    }
+    err
+}
+
+fn rows(v: &Value) -> Vec<(String, String, String)> {
+    v["sidecars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().into(),
+                r["source"].as_str().unwrap().into(),
+                r["verified"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn fetch_then_warm_list_makes_no_requests() {
+    let m = Mirror::new();
+    let v = ok(&m.run(&["sidecars", "fetch", "--json"]));
+    assert!(rows(&v).iter().all(|(_, s, _)| s == "downloaded"), "{v}");
+    let before = m.host.requests();
+    assert_eq!(before, 4, "{:?}", m.host.request_log());
+    // Warm: the manifest is kept in the data dir, the binaries are verified by their records.
+    let v = ok(&m.run(&["sidecars", "list", "--json"]));
+    assert_eq!(
+        rows(&v),
+        vec![
+            ("opencode".into(), "cache".into(), "yes".into()),
+            ("openwork-server".into(), "cache".into(), "yes".into()),
+            ("owpenbot".into(), "cache".into(), "yes".into())
+        ]
+    );
+    assert_eq!(
+        m.host.requests(),
+        before,
+        "a warm list made requests: {:?}",
+        m.host.request_log()
+    );
+    // The extracted opencode is executable and nothing but the binary and records remain.
+    let mut names: Vec<String> = std::fs::read_dir(m.cache_dir("opencode"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec![".lock", ".verified", "opencode"]);
+    ok(&m.run(&["sidecars", "verify", "--json"]));
+}
+
+#[test]
+fn wrong_digest_on_download_caches_nothing() {
+    let m = Mirror::new();
+    m.host
+        .faults()
+        .corrupt_downloads
+        .store(true, Ordering::SeqCst);
+    // The manifest is local (a mirror serving bad assets is the case under test).
+    let manifest = m.tmp.path().join("dist/openwrk-sidecars.json");
+    let o = m.run(&[
+        "sidecars",
+        "fetch",
+        "--sidecar-manifest",
+        manifest.to_str().unwrap(),
+    ]);
+    fails(
+        &o,
+        5,
+        &[
+            "sha256 mismatch for opencode",
+            "expected:",
+            "actual:",
+            "nothing was kept",
+        ],
+    );
+    let left: Vec<_> = std::fs::read_dir(m.cache_dir("opencode"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from(".lock")]);
+}
+
+#[test]
+fn corrupt_cache_is_detected_moved_aside_and_refetched() {
+    let m = Mirror::new();
+    ok(&m.run(&["sidecars", "fetch"]));
+    let bin = m.cache_dir("owpenbot").join("owpenbot");
+    let mut bytes = std::fs::read(&bin).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&bin, &bytes).unwrap();
+    fails(
+        &m.run(&["sidecars", "verify"]),
+        5,
+        &["owpenbot", "does not match"],
+    );
+    let o = m.run(&["sidecars", "fetch"]);
+    ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("did not match the manifest") && err.contains(".corrupt-"),
+        "{err}"
+    );
+    ok(&m.run(&["sidecars", "verify"]));
+}
+
+#[test]
+fn truncated_and_failing_downloads_are_retried() {
+    let m = Mirror::new();
+    m.host
+        .faults()
+        .truncate_downloads
+        .store(1, Ordering::SeqCst);
+    m.host.faults().fail_downloads.store(1, Ordering::SeqCst);
+    ok(&m.run(&["sidecars", "fetch"]));
+    ok(&m.run(&["sidecars", "verify"]));
+}
+
+#[test]
+fn manifest_errors_name_the_url_or_field() {
+    let m = Mirror::new();
+    let missing = format!("{}/nope/openwrk-sidecars.json", m.host.url());
+    let o = m.run(&["sidecars", "list", "--sidecar-manifest", &missing]);
+    fails(&o, 3, &[&missing, "HTTP 404", "--sidecar-base-url"]);
+
+    let bad = m.tmp.path().join("bad.json");
+    let text = std::fs::read_to_string(m.tmp.path().join("dist/openwrk-sidecars.json")).unwrap();
+    std::fs::write(&bad, text.replacen("\"size\": ", "\"size\": -", 1)).unwrap();
+    let o = m.run(&[
+        "sidecars",
+        "list",
+        "--sidecar-manifest",
+        bad.to_str().unwrap(),
+    ]);
+    fails(&o, 3, &["invalid sidecar manifest", ".size"]);
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let o = m
+        .cmd(&["sidecars", "list"])
+        .env("OPENWRK_SIDECAR_BASE_URL", format!("http://{closed}"))
+        .output()
+        .unwrap();
+    fails(
+        &o,
+        4,
+        &["could not fetch the sidecar manifest", &closed.to_string()],
+    );
+}
+
+#[test]
+fn external_sources_need_allow_external() {
+    let m = Mirror::new();
+    let o = m.run(&["sidecars", "list", "--sidecar-source", "external"]);
+    fails(&o, 2, &["--allow-external", "OPENWRK_ALLOW_EXTERNAL"]);
+    // OpenCode needs no permission; a missing binary is named.
+    let o = m.run(&[
+        "sidecars",
+        "list",
+        "--opencode-source",
+        "external",
+        "--sidecar-source",
+        "external",
+        "--allow-external",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("external"));
+}
+
+#[test]
+fn local_manifest_and_mirror_directory() {
+    let m = Mirror::new();
+    let manifest = m.tmp.path().join("dist/openwrk-sidecars.json");
+    let o = m
+        .cmd(&[
+            "sidecars",
+            "fetch",
+            "--json",
+            "--sidecar-manifest",
+            manifest.to_str().unwrap(),
+        ])
+        .env_remove("OPENWRK_SIDECAR_BASE_URL")
+        .output()
+        .unwrap();
+    let v = ok(&o);
+    assert_eq!(rows(&v).len(), 3);
+    assert_eq!(m.host.requests(), 0, "a local mirror needs no network");
+}
+
+#[test]
+fn bundled_beats_cache_beats_download() {
+    let m = Mirror::new();
+    ok(&m.run(&["sidecars", "fetch"]));
+    // A bundled install: openwrk, the manifest and sidecars/ side by side.
+    let install = m.tmp.path().join("install");
+    std::fs::create_dir_all(install.join("sidecars")).unwrap();
+    let exe = install.join("openwrk");
+    std::fs::copy(env!("CARGO_BIN_EXE_openwrk"), &exe).unwrap();
+    std::fs::copy(
+        m.tmp.path().join("dist/openwrk-sidecars.json"),
+        install.join("openwrk-sidecars.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        m.cache_dir("owpenbot").join("owpenbot"),
+        install.join("sidecars/owpenbot"),
+    )
+    .unwrap();
+    let o = Command::new(&exe)
+        .args(["sidecars", "list", "--json"])
+        .env("OPENWRK_DATA_DIR", m.data())
+        .env_remove("OPENWRK_SIDECAR_BASE_URL")
+        .output()
+        .unwrap();
+    let r = rows(&ok(&o));
+    assert_eq!(r[0], ("opencode".into(), "cache".into(), "yes".into()));
+    assert_eq!(r[2], ("owpenbot".into(), "bundled".into(), "yes".into()));
+    // --sidecar-source bundled refuses what is not bundled.
+    let o = Command::new(&exe)
+        .args(["sidecars", "fetch"])
+        .env("OPENWRK_DATA_DIR", m.data())
+        .output()
+        .unwrap();
+    ok(&o);
+}
+
+#[test]
+fn prune_keeps_what_the_manifest_names() {
+    let m = Mirror::new();
+    ok(&m.run(&["sidecars", "fetch"]));
+    let old = m.data().join("sidecars/opencode/0.9.0").join(target());
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("opencode"), "old").unwrap();
+    let v = ok(&m.run(&["sidecars", "prune", "--dry-run", "--json"]));
+    assert_eq!(v["removed"].as_array().unwrap().len(), 1);
+    assert!(old.exists());
+    ok(&m.run(&["sidecars", "prune"]));
+    assert!(!old.exists());
+    assert!(m.cache_dir("opencode").join("opencode").is_file());
+}
+
+#[test]
+fn two_processes_fetch_once_and_both_succeed() {
+    let m = Mirror::with_pad(8 * 1024 * 1024);
+    m.host
+        .faults()
+        .throttle_bytes_per_sec
+        .store(16 * 1024 * 1024, Ordering::SeqCst);
+    let a = m
+        .cmd(&["sidecars", "fetch"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = m
+        .cmd(&["sidecars", "fetch"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    ok(&a);
+    ok(&b);
+    let downloads = m
+        .host
+        .request_log()
+        .iter()
+        .filter(|l| l.contains("opencode-"))
+        .count();
+    assert_eq!(downloads, 1, "{:?}", m.host.request_log());
+    let both = format!(
+        "{}{}",
+        String::from_utf8_lossy(&a.stderr),
+        String::from_utf8_lossy(&b.stderr)
+    );
+    assert!(
+        both.contains("waiting for another openwrk to finish downloading opencode"),
+        "{both}"
+    );
+}
+
+#[test]
+fn killed_mid_download_then_run_again() {
+    let m = Mirror::with_pad(16 * 1024 * 1024);
+    m.host
+        .faults()
+        .throttle_bytes_per_sec
+        .store(8 * 1024 * 1024, Ordering::SeqCst);
+    let mut child = m
+        .cmd(&["sidecars", "fetch"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let dir = m.cache_dir("opencode");
+    assert!(
+        !dir.join("opencode").exists(),
+        "no binary at the final path after a kill"
+    );
+    m.host
+        .faults()
+        .throttle_bytes_per_sec
+        .store(0, Ordering::SeqCst);
+    ok(&m.run(&["sidecars", "fetch"]));
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".part-"))
+        .collect();
+    assert!(left.is_empty(), "stale temp files: {left:?}");
+    ok(&m.run(&["sidecars", "verify"]));
+}
