@@ -111,8 +111,37 @@ pub async fn run() -> anyhow::Result<()> {
         println!("  {n}");
     }
     println!(
-        "\ndemo: {} requests served by the loopback host; nothing left the machine",
+        "\ndemo: {} requests served by the loopback release host",
         host.requests()
+    );
+
+    // Run time: dist/ served as a static mirror, the real openwrk fetching from it.
+    let mirror = ReleaseHost::mirror(&out);
+    let openwrk = bins.join(format!("openwrk{}", std::env::consts::EXE_SUFFIX));
+    let data = tmp.path().join("data");
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        println!(
+            "\n$ openwrk {} --sidecar-base-url {}",
+            args.join(" "),
+            mirror.url()
+        );
+        let status = std::process::Command::new(&openwrk)
+            .args(args)
+            .env("OPENWRK_DATA_DIR", &data)
+            .env("OPENWRK_SIDECAR_BASE_URL", mirror.url())
+            .status()?;
+        if !status.success() {
+            bail!("openwrk {} failed ({status})", args.join(" "));
+        }
+        Ok(())
+    };
+    run(&["sidecars", "fetch"])?;
+    run(&["sidecars", "verify"])?;
+    run(&["sidecars", "list"])?;
+    println!(
+        "\ndemo: the mirror served {} requests; sidecars cached under {}; nothing left the machine",
+        mirror.requests(),
+        data.join("sidecars").display()
     );
     Ok(())
 }
