@@ -195,21 +195,8 @@ impl CacheEntry {
 
     /// Records that the binary, as it is now, was verified.
     pub fn record_verified(&self) -> Result<(), CacheError> {
-        let meta = std::fs::metadata(&self.binary).map_err(io(&self.binary))?;
         let digest = hash_file(&self.binary).map_err(io(&self.binary))?;
-        let (size, mtime_ns, inode) = identity(&meta);
-        let v = Verified {
-            sha256: digest.sha256,
-            size,
-            mtime_ns,
-            inode,
-        };
-        let path = self.verified_path();
-        crate::fsutil::write_atomic(
-            &path,
-            serde_json::to_string(&v).expect("serializes").as_bytes(),
-        )
-        .map_err(io(&path))
+        self.record_digest(&digest)
     }
 
     /// Records an already computed digest (the download just hashed the file).

@@ -112,14 +112,7 @@ fn bench_bundle() -> anyhow::Result<()> {
 
 /// Benchmarks measure optimized code: build xtask (and with it the bundler) in release.
 fn release_xtask() -> anyhow::Result<std::path::PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "--release", "--package", "xtask"])
-        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .status()?;
-    if !status.success() {
-        bail!("cargo build --release -p xtask failed ({status})");
-    }
+    crate::cargo_build(&["--quiet", "--release", "--package", "xtask"])?;
     Ok(openwrk_test_support::target_dir()
         .join("release")
         .join(format!("xtask{}", std::env::consts::EXE_SUFFIX)))

@@ -442,23 +442,8 @@ fn openwrk_binaries(
 }
 
 fn build_host_openwrk(work: &Path) -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "openwrk",
-            "--bin",
-            "openwrk",
-        ])
-        .current_dir(&root)
-        .status()
-        .context("cannot run cargo to build openwrk")?;
-    if !status.success() {
-        bail!("building openwrk failed ({status})\nhint: pass --openwrk-bin-dir with prebuilt binaries");
-    }
+    crate::cargo_build(&["--release", "--package", "openwrk", "--bin", "openwrk"])
+        .context("hint: pass --openwrk-bin-dir with prebuilt binaries")?;
     let built = openwrk_test_support::target_dir()
         .join("release")
         .join(format!("openwrk{}", std::env::consts::EXE_SUFFIX));

@@ -4,33 +4,23 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use openwrk_test_support::{fixtures, ReleaseHost};
 
 use crate::bundle::{self, BundleArgs, Mode};
 
 /// Builds the stand-in sidecars and openwrk (debug profile) and returns the target dir.
 pub fn build_workspace_bins() -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--package",
-            "openwrk-test-support",
-            "--bins",
-            "--package",
-            "openwrk",
-            "--bin",
-            "openwrk",
-        ])
-        .current_dir(&root)
-        .status()
-        .context("cannot run cargo")?;
-    if !status.success() {
-        bail!("building the stand-in sidecars failed ({status})");
-    }
+    crate::cargo_build(&[
+        "--quiet",
+        "--package",
+        "openwrk-test-support",
+        "--bins",
+        "--package",
+        "openwrk",
+        "--bin",
+        "openwrk",
+    ])?;
     Ok(openwrk_test_support::target_dir().join("debug"))
 }
 

@@ -50,6 +50,22 @@ fn main() {
     }
 }
 
+/// Runs `cargo build <args>` in the workspace root.
+pub fn cargo_build(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = std::process::Command::new(cargo)
+        .arg("build")
+        .args(args)
+        .current_dir(root)
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        anyhow::bail!("cargo build {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
 /// The error and its causes, one per line, like cargo.
 fn render(e: &anyhow::Error) -> String {
     let mut out = e.to_string();
