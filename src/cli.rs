@@ -90,6 +90,18 @@ pub struct Global {
     /// Machine-readable output (one JSON document on stdout)
     #[arg(long, global = true)]
     pub json: bool,
+    /// OpenCode to use when the manifest names none: 1.2.3, v1.2.3 or latest
+    #[arg(long, global = true, env = "OPENCODE_VERSION", value_name = "VERSION")]
+    pub opencode_version: Option<String>,
+    /// Repository of OpenCode releases (owner/name)
+    #[arg(long, global = true, env = "OPENWRK_OPENCODE_REPO", default_value = crate::github::DEFAULT_OPENCODE_REPO)]
+    pub opencode_repo: String,
+    /// GitHub API root
+    #[arg(long, global = true, env = "OPENWRK_GITHUB_API_URL", default_value = crate::github::DEFAULT_API_URL)]
+    pub github_api_url: String,
+    /// GitHub token for the API (GH_TOKEN is read too); prefer the env var
+    #[arg(long, global = true, env = "GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

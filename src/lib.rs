@@ -10,6 +10,7 @@ pub mod download;
 pub mod fsutil;
 pub mod github;
 pub mod manifest;
+pub mod opencode;
 pub mod platform;
 pub mod resolve;
 

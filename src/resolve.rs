@@ -54,6 +54,10 @@ pub struct Settings {
     pub owpenbot_bin: Option<PathBuf>,
     /// The directory of the running executable (bundled sidecars live beside it).
     pub exe_dir: Option<PathBuf>,
+    /// Say which variant and source was picked.
+    pub verbose: bool,
+    /// OpenCode from GitHub when the manifest has no entry for it.
+    pub github: crate::opencode::GithubSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +110,14 @@ pub enum ResolveError {
         "{0}\nhint: the archive differs from the one the manifest describes; nothing was cached"
     )]
     ExtractedMismatch(Box<Mismatch>),
+    #[error("release {tag} has no OpenCode asset {wanted}\n  assets: {assets}\nhint: pick another OPENCODE_VERSION, or use a manifest that names OpenCode")]
+    NotInRelease {
+        tag: String,
+        wanted: String,
+        assets: String,
+    },
+    #[error(transparent)]
+    Github(#[from] crate::github::GithubError),
     #[error(transparent)]
     Download(#[from] DownloadError),
     #[error(transparent)]
@@ -129,6 +141,14 @@ impl ResolveError {
             | ResolveError::ExternalMissing { .. }
             | ResolveError::Platform(_) => 3,
             ResolveError::ExternalNotAllowed { .. } => 2,
+            ResolveError::NotInRelease { .. } => 3,
+            ResolveError::Github(e) => match e {
+                crate::github::GithubError::Unreachable { .. }
+                | crate::github::GithubError::RateLimited { .. }
+                | crate::github::GithubError::Status { .. }
+                | crate::github::GithubError::BadResponse { .. } => 4,
+                _ => 3,
+            },
             ResolveError::BundledMismatch { .. }
             | ResolveError::ExtractedMismatch { .. }
             | ResolveError::Archive(_) => 5,
@@ -405,6 +425,12 @@ impl Resolver {
             return self.external(name, target);
         }
         let loaded = manifest.expect("non-external sources need the manifest");
+        if name == OPENCODE
+            && loaded.manifest.target(name, target).is_none()
+            && mode != SourceMode::Bundled
+        {
+            return self.opencode_from_github(target, true).await;
+        }
         let (entry, asset) =
             loaded
                 .manifest

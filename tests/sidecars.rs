@@ -424,3 +424,172 @@ fn killed_mid_download_then_run_again() {
     assert!(left.is_empty(), "stale temp files: {left:?}");
     ok(&m.run(&["sidecars", "verify"]));
 }
+
+/// A mirror whose manifest has no opencode entry, and a GitHub host with OpenCode releases.
+struct GithubFx {
+    mirror: Mirror,
+    github: ReleaseHost,
+}
+
+impl GithubFx {
+    fn new(tags: &[&str]) -> GithubFx {
+        let mirror = Mirror::new();
+        let dist = mirror.tmp.path().join("dist");
+        let path = dist.join("openwrk-sidecars.json");
+        let mut manifest: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        manifest["entries"]
+            .as_object_mut()
+            .unwrap()
+            .remove("opencode");
+        std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+        std::fs::remove_file(dist.join(format!("opencode-{}.tar.gz", target()))).unwrap();
+        let github = ReleaseHost::start();
+        let releases = mirror.tmp.path().join("releases");
+        std::fs::create_dir_all(&releases).unwrap();
+        for tag in tags {
+            github.add_release(
+                "anomalyco/opencode",
+                fixtures::opencode_release(&releases, tag, None, 0).unwrap(),
+            );
+        }
+        GithubFx { mirror, github }
+    }
+
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.mirror.cmd(args);
+        cmd.env("OPENWRK_GITHUB_API_URL", self.github.api_url())
+            .env_remove("OPENCODE_VERSION")
+            .env_remove("OPENWRK_OPENCODE_REPO")
+            .env_remove("GITHUB_TOKEN")
+            .env_remove("GH_TOKEN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn opencode_row(&self, v: &Value) -> (String, String, String) {
+        let r = v["sidecars"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "opencode")
+            .unwrap();
+        (
+            r["version"].as_str().unwrap().into(),
+            r["source"].as_str().unwrap().into(),
+            r["verified"].as_str().unwrap().into(),
+        )
+    }
+}
+
+#[test]
+fn opencode_comes_from_github_when_the_manifest_has_none() {
+    let fx = GithubFx::new(&["v1.1.0", "v1.2.0"]);
+    let v = ok(&fx.run(&["sidecars", "fetch", "--json"], &[]));
+    assert_eq!(
+        fx.opencode_row(&v),
+        ("1.2.0".into(), "downloaded".into(), "sha256".into())
+    );
+    let api_calls = fx.github.requests();
+    // Warm: the resolved latest is remembered and the binary is cached; GitHub is not asked again.
+    let v = ok(&fx.run(&["sidecars", "fetch", "--json"], &[]));
+    assert_eq!(fx.opencode_row(&v).1, "cache");
+    let v = ok(&fx.run(&["sidecars", "list", "--json"], &[]));
+    assert_eq!(
+        fx.opencode_row(&v),
+        ("1.2.0".into(), "cache".into(), "yes".into())
+    );
+    assert_eq!(
+        fx.github.requests(),
+        api_calls,
+        "{:?}",
+        fx.github.request_log()
+    );
+
+    // A pinned version, `v`-prefixed.
+    let v = ok(&fx.run(
+        &["sidecars", "fetch", "--json"],
+        &[("OPENCODE_VERSION", "v1.1.0")],
+    ));
+    assert_eq!(fx.opencode_row(&v).0, "1.1.0");
+}
+
+#[test]
+fn rate_limited_github_falls_back_to_the_remembered_version() {
+    let fx = GithubFx::new(&["v1.2.0"]);
+    ok(&fx.run(&["sidecars", "fetch"], &[]));
+    // Two days later, GitHub rate-limits us.
+    let memo = fx.mirror.data().join("opencode-latest.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&memo).unwrap()).unwrap();
+    m["resolvedAt"] = json!(m["resolvedAt"].as_u64().unwrap() - 2 * 24 * 3600);
+    std::fs::write(&memo, m.to_string()).unwrap();
+    fx.github
+        .faults()
+        .rate_limited
+        .store(true, Ordering::SeqCst);
+    let o = fx.run(&["sidecars", "fetch", "--json"], &[]);
+    let v = ok(&o);
+    assert_eq!(
+        fx.opencode_row(&v),
+        ("1.2.0".into(), "cache".into(), "warm".into())
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("offline: using OpenCode 1.2.0 remembered 48 h ago")
+            && err.contains("rate limit"),
+        "{err}"
+    );
+
+    // With nothing remembered or cached, the rate limit is the error.
+    std::fs::remove_dir_all(fx.mirror.data()).unwrap();
+    let o = fx.run(&["sidecars", "fetch"], &[]);
+    fails(&o, 4, &["rate limit", "resets at", "GITHUB_TOKEN"]);
+}
+
+#[test]
+fn github_digest_mismatch_caches_nothing() {
+    let fx = GithubFx::new(&["v1.2.0"]);
+    fx.github
+        .faults()
+        .wrong_digest
+        .store(true, Ordering::SeqCst);
+    let o = fx.run(&["sidecars", "fetch"], &[]);
+    fails(&o, 5, &["sha256 mismatch for opencode-", "expected: 0000"]);
+    let dir = fx
+        .mirror
+        .data()
+        .join("sidecars/opencode/1.2.0")
+        .join(target());
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from(".lock")]);
+}
+
+#[test]
+fn a_mirror_covers_opencode_too() {
+    let fx = GithubFx::new(&["v1.2.0"]);
+    // The mirror serves the same file name as the release.
+    let asset = format!("opencode-{}.tar.gz", target());
+    let src = fx
+        .mirror
+        .tmp
+        .path()
+        .join("releases")
+        .join(format!("v1.2.0-{asset}"));
+    std::fs::copy(src, fx.mirror.tmp.path().join("dist").join(&asset)).unwrap();
+    ok(&fx.run(&["sidecars", "fetch"], &[]));
+    let log = fx.github.request_log();
+    assert!(
+        log.iter().all(|l| !l.contains("/releases/download/")),
+        "downloaded from GitHub: {log:?}"
+    );
+    assert!(fx
+        .mirror
+        .host
+        .request_log()
+        .iter()
+        .any(|l| l.contains(&asset)));
+}

@@ -72,6 +72,17 @@ pub fn settings(global: &Global, bins: [Option<PathBuf>; 3]) -> Result<Settings,
         openwork_server_bin,
         owpenbot_bin,
         exe_dir,
+        verbose: global.verbose,
+        github: crate::opencode::GithubSettings {
+            version: global.opencode_version.clone().filter(|v| !v.is_empty()),
+            repo: global.opencode_repo.clone(),
+            api_url: global.github_api_url.clone(),
+            token: global
+                .github_token
+                .clone()
+                .filter(|t| !t.is_empty())
+                .or_else(crate::github::token_from_env),
+        },
     })
 }
 

@@ -78,14 +78,31 @@ async fn list(global: &Global, resolver: &Resolver) -> Result<i32, Failure> {
         }
         let loaded = loaded.as_ref().expect("loaded above");
         let Some((entry, asset)) = loaded.manifest.target(name, target) else {
-            rows.push(row(
-                name,
-                "-",
-                target,
-                "missing",
-                "(not in the manifest)",
-                "no",
-            ));
+            if name == crate::manifest::OPENCODE {
+                // Not in the manifest: OpenCode comes from GitHub releases (SPEC §3.3).
+                let (version, cached) = resolver.opencode_offline(target);
+                let version = version.unwrap_or_else(|| "latest".into());
+                match cached {
+                    Some(path) => rows.push(row(
+                        name,
+                        &version,
+                        target,
+                        "cache",
+                        &path.display().to_string(),
+                        "yes",
+                    )),
+                    None => rows.push(row(name, &version, target, "github", "(not fetched)", "no")),
+                }
+            } else {
+                rows.push(row(
+                    name,
+                    "-",
+                    target,
+                    "missing",
+                    "(not in the manifest)",
+                    "no",
+                ));
+            }
             continue;
         };
         let version = entry.version.as_str();
@@ -172,6 +189,27 @@ async fn fetch(global: &Global, resolver: &Resolver, targets: &[String]) -> Resu
     for &target in &targets {
         for name in SIDECARS {
             let Some((entry, asset)) = loaded.manifest.target(name, target) else {
+                if name == crate::manifest::OPENCODE {
+                    let host = Target::host().ok() == Some(target);
+                    let r = resolver.opencode_from_github(target, host).await?;
+                    if !global.json {
+                        eprintln!(
+                            "{name} {} {target}: {} from GitHub releases ({})",
+                            r.version,
+                            r.origin.as_str(),
+                            r.path.display()
+                        );
+                    }
+                    rows.push(row(
+                        name,
+                        &r.version,
+                        target,
+                        r.origin.as_str(),
+                        &r.path.display().to_string(),
+                        r.verified,
+                    ));
+                    continue;
+                }
                 if !global.json {
                     eprintln!("note: the manifest has no {name} for {target}; skipped");
                 }

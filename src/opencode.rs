@@ -1,0 +1,362 @@
+//! OpenCode at run time when the manifest has no entry for it (SPEC §3.3):
+//! `OPENCODE_VERSION`, else the latest GitHub release, remembered for 24 h so
+//! warm starts make no network call, verified against GitHub's digest.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::archive;
+use crate::cache::Check;
+use crate::download::{DownloadError, Expected};
+use crate::github::{GitHub, GithubError, Release, Repo, VersionRequest};
+use crate::manifest::{BinaryDigest, OPENCODE};
+use crate::platform::Target;
+use crate::resolve::{Origin, ResolveError, Resolved, Resolver};
+
+/// How long a resolved "latest" is trusted without asking GitHub again.
+pub const LATEST_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+const MEMO_FILE: &str = "opencode-latest.json";
+
+/// Where OpenCode comes from when the manifest does not say.
+#[derive(Debug, Clone)]
+pub struct GithubSettings {
+    /// `OPENCODE_VERSION`: `1.2.3`, `v1.2.3` or `latest` (default).
+    pub version: Option<String>,
+    /// `OPENWRK_OPENCODE_REPO`.
+    pub repo: String,
+    /// `OPENWRK_GITHUB_API_URL`.
+    pub api_url: String,
+    /// `GITHUB_TOKEN` / `GH_TOKEN`.
+    pub token: Option<String>,
+}
+
+/// `<data dir>/opencode-latest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Memo {
+    repo: String,
+    version: String,
+    resolved_at: u64,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Release asset names to try for `target`, best first, with why each variant.
+/// On the host, a musl libc picks `-musl` and an x86-64 CPU without AVX2 `-baseline`.
+pub fn asset_candidates(target: Target, host: bool) -> Vec<(String, &'static str)> {
+    let plain = target.opencode_asset();
+    let ext = target.opencode_archive().extension();
+    let stem = format!("opencode-{}", target.id());
+    let musl = host && target.id().starts_with("linux") && is_musl();
+    let baseline = host && target.id().ends_with("x64") && !has_avx2();
+    let mut out = Vec::new();
+    if musl && baseline {
+        out.push((
+            format!("{stem}-baseline-musl.{ext}"),
+            "musl libc, CPU without AVX2",
+        ));
+    }
+    if musl {
+        out.push((format!("{stem}-musl.{ext}"), "musl libc"));
+    }
+    if baseline {
+        out.push((format!("{stem}-baseline.{ext}"), "CPU without AVX2"));
+    }
+    out.push((plain, "plain build"));
+    out
+}
+
+fn is_musl() -> bool {
+    cfg!(target_env = "musl")
+        || std::fs::read_dir("/lib").is_ok_and(|rd| {
+            rd.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with("ld-musl-"))
+        })
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        true
+    }
+}
+
+impl Resolver {
+    fn memo_path(&self) -> PathBuf {
+        self.settings.data_dir.join(MEMO_FILE)
+    }
+
+    fn read_memo(&self, repo: &Repo) -> Option<Memo> {
+        let memo: Memo = serde_json::from_slice(&std::fs::read(self.memo_path()).ok()?).ok()?;
+        (memo.repo == repo.to_string()).then_some(memo)
+    }
+
+    fn github(&self) -> Result<(GitHub, Repo), ResolveError> {
+        let g = &self.settings.github;
+        let repo: Repo = g.repo.parse()?;
+        Ok((GitHub::new(&g.api_url, g.token.clone())?, repo))
+    }
+
+    /// The highest cached OpenCode version that has a verification record.
+    fn newest_cached(&self, target: Target) -> Option<String> {
+        let mut versions: Vec<semver::Version> = self
+            .cache
+            .list()
+            .into_iter()
+            .filter(|(name, _, dir)| {
+                name == OPENCODE && dir.ends_with(target.id()) && dir.join(".verified").is_file()
+            })
+            .filter_map(|(_, v, _)| semver::Version::parse(&v).ok())
+            .collect();
+        versions.sort();
+        versions.pop().map(|v| v.to_string())
+    }
+
+    /// Which OpenCode version to use, and the release if GitHub was asked.
+    async fn opencode_version(
+        &self,
+        target: Target,
+    ) -> Result<(String, Option<Release>), ResolveError> {
+        let g = &self.settings.github;
+        let request = VersionRequest::from_str(g.version.as_deref().unwrap_or("latest"))?;
+        if let VersionRequest::Exact(v) = request {
+            return Ok((v.to_string(), None));
+        }
+        let (github, repo) = self.github()?;
+        let memo = self.read_memo(&repo);
+        if let Some(m) = memo
+            .as_ref()
+            .filter(|m| now().saturating_sub(m.resolved_at) < LATEST_TTL.as_secs())
+        {
+            return Ok((m.version.clone(), None));
+        }
+        match github.latest_release(&repo).await {
+            Ok(release) => {
+                let version = release.version().map(|v| v.to_string()).ok_or_else(|| {
+                    GithubError::BadResponse {
+                        url: github.api_url().to_string(),
+                        reason: format!(
+                            "latest release tag `{}` is not a version",
+                            release.tag_name
+                        ),
+                    }
+                })?;
+                let memo = Memo {
+                    repo: repo.to_string(),
+                    version: version.clone(),
+                    resolved_at: now(),
+                };
+                let _ = crate::fsutil::write_atomic(
+                    &self.memo_path(),
+                    serde_json::to_string(&memo).expect("serializes").as_bytes(),
+                );
+                Ok((version, Some(release)))
+            }
+            Err(e @ (GithubError::Unreachable { .. } | GithubError::RateLimited { .. })) => {
+                let why = e.to_string().lines().next().unwrap_or_default().to_string();
+                if let Some(m) = memo {
+                    let hours = now().saturating_sub(m.resolved_at) / 3600;
+                    (self.notify)(&format!(
+                        "offline: using OpenCode {} remembered {hours} h ago as the latest ({why})",
+                        m.version
+                    ));
+                    return Ok((m.version, None));
+                }
+                if let Some(v) = self.newest_cached(target) {
+                    (self.notify)(&format!("offline: using cached OpenCode {v} ({why})"));
+                    return Ok((v, None));
+                }
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Without any network request: the OpenCode version that would be used
+    /// (pinned, or the remembered latest) and its cache entry if it verifies.
+    pub fn opencode_offline(&self, target: Target) -> (Option<String>, Option<PathBuf>) {
+        let g = &self.settings.github;
+        let version = match VersionRequest::from_str(g.version.as_deref().unwrap_or("latest")) {
+            Ok(VersionRequest::Exact(v)) => Some(v.to_string()),
+            _ => g
+                .repo
+                .parse()
+                .ok()
+                .and_then(|repo| self.read_memo(&repo))
+                .map(|m| m.version),
+        };
+        let Some(version) = version else {
+            return (None, None);
+        };
+        let entry = self
+            .cache
+            .entry(OPENCODE, &version, target, &target.exe_name(OPENCODE));
+        let ok = entry.read_verified().is_some_and(|rec| {
+            matches!(
+                entry.check(&BinaryDigest {
+                    sha256: &rec.sha256,
+                    size: rec.size
+                }),
+                Ok(Check::Warm | Check::Rehashed)
+            )
+        });
+        (Some(version), ok.then_some(entry.binary))
+    }
+
+    /// OpenCode from GitHub releases (or `--sidecar-base-url`), cached and verified.
+    pub async fn opencode_from_github(
+        &self,
+        target: Target,
+        host: bool,
+    ) -> Result<Resolved, ResolveError> {
+        let (version, release) = self.opencode_version(target).await?;
+        let entry = self
+            .cache
+            .entry(OPENCODE, &version, target, &target.exe_name(OPENCODE));
+        let resolved = |origin, verified| Resolved {
+            name: OPENCODE.into(),
+            version: version.clone(),
+            target,
+            origin,
+            path: entry.binary.clone(),
+            verified,
+        };
+        // The cache record holds the digest verified against GitHub's at download time.
+        let recorded =
+            |e: &crate::cache::CacheEntry| -> Result<Option<&'static str>, ResolveError> {
+                let Some(rec) = e.read_verified() else {
+                    return Ok(None);
+                };
+                match e.check(&BinaryDigest {
+                    sha256: &rec.sha256,
+                    size: rec.size,
+                })? {
+                    Check::Warm => Ok(Some("warm")),
+                    Check::Rehashed => Ok(Some("sha256")),
+                    Check::Corrupt { moved_to, .. } => {
+                        (self.notify)(&format!(
+                        "warning: cached opencode {version} changed since it was verified; moved it to {} and fetching it again",
+                        moved_to.display()
+                    ));
+                        Ok(None)
+                    }
+                    Check::Missing => Ok(None),
+                }
+            };
+        if let Some(how) = recorded(&entry)? {
+            return Ok(resolved(Origin::Cache, how));
+        }
+        let _lock = entry
+            .lock(|| (self.notify)("waiting for another openwrk to finish downloading opencode"))?;
+        if let Some(how) = recorded(&entry)? {
+            return Ok(resolved(Origin::Cache, how));
+        }
+        entry.clean_stale_parts();
+        let release = match release {
+            Some(r) => r,
+            None => {
+                let (github, repo) = self.github()?;
+                let v = semver::Version::parse(&version)
+                    .map_err(|_| GithubError::BadVersion(version.clone()))?;
+                github
+                    .resolve(&repo, &VersionRequest::Exact(v), "v{version}")
+                    .await?
+            }
+        };
+        let candidates = asset_candidates(target, host);
+        let (asset, why) = candidates
+            .iter()
+            .find_map(|(name, why)| Some((release.asset(name)?, *why)))
+            .ok_or_else(|| ResolveError::NotInRelease {
+                tag: release.tag_name.clone(),
+                wanted: candidates
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                assets: release.asset_names(),
+            })?;
+        if self.settings.verbose {
+            (self.notify)(&format!("opencode {version}: using {} ({why})", asset.name));
+        }
+        let sha256 = asset.sha256();
+        if sha256.is_none() {
+            (self.notify)(&format!(
+                "note: GitHub gives no digest for {}; only its size is checked",
+                asset.name
+            ));
+        }
+        let expected = Expected {
+            sha256,
+            size: Some(asset.size),
+        };
+        let archive_path = entry.dir.join(format!(".{}", asset.name));
+        let bar = (self.progress)(&asset.name, asset.size);
+        // A mirror covers OpenCode too; one without it falls back to GitHub (same digest check).
+        if let Some(base) = &self.settings.base_url {
+            let url = format!("{}/{}", base.trim_end_matches('/'), asset.name);
+            match self
+                .downloader
+                .download(&url, &archive_path, &expected, &bar)
+                .await
+            {
+                Ok(_) => {}
+                Err(DownloadError::NotFound { .. }) => {
+                    (self.notify)(&format!(
+                        "note: {url} not found on the mirror; downloading it from GitHub"
+                    ));
+                    self.downloader
+                        .download(&asset.browser_download_url, &archive_path, &expected, &bar)
+                        .await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            self.downloader
+                .download(&asset.browser_download_url, &archive_path, &expected, &bar)
+                .await?;
+        }
+        let kind = target.opencode_archive();
+        let (ap, dest, inner) = (
+            archive_path.clone(),
+            entry.binary.clone(),
+            target.exe_name(OPENCODE),
+        );
+        let extracted =
+            tokio::task::spawn_blocking(move || archive::extract_binary(&ap, kind, &inner, &dest))
+                .await
+                .expect("extraction task");
+        let _ = std::fs::remove_file(&archive_path);
+        entry.record_digest(&extracted?)?;
+        Ok(resolved(Origin::Downloaded, "sha256"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_asset_is_always_a_candidate() {
+        for t in Target::ALL {
+            let c = asset_candidates(t, false);
+            assert_eq!(c, vec![(t.opencode_asset(), "plain build")]);
+            assert_eq!(
+                asset_candidates(t, true).last().unwrap().0,
+                t.opencode_asset()
+            );
+        }
+    }
+}
