@@ -190,44 +190,56 @@ impl Attempt {
 }
 
 pub struct Downloader {
-    client: reqwest::Client,
+    /// Built on first use: warm starts that download nothing skip loading TLS roots.
+    client: std::sync::OnceLock<Result<reqwest::Client, String>>,
     config: DownloadConfig,
 }
 
 impl Downloader {
     pub fn new(config: DownloadConfig) -> Result<Downloader, DownloadError> {
+        if let Some(path) = &config.ca_bundle {
+            if !path.is_file() {
+                return Err(DownloadError::Config(format!(
+                    "OPENWRK_CA_BUNDLE {} is not a file",
+                    path.display()
+                )));
+            }
+        }
+        Ok(Downloader {
+            client: std::sync::OnceLock::new(),
+            config,
+        })
+    }
+
+    fn build_client(config: &DownloadConfig) -> Result<reqwest::Client, String> {
         crate::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .user_agent(crate::user_agent())
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.idle_timeout);
         if let Some(path) = &config.ca_bundle {
-            let pem = std::fs::read(path).map_err(|e| {
-                DownloadError::Config(format!(
-                    "cannot read OPENWRK_CA_BUNDLE {}: {e}",
-                    path.display()
-                ))
-            })?;
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read OPENWRK_CA_BUNDLE {}: {e}", path.display()))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                DownloadError::Config(format!(
+                format!(
                     "OPENWRK_CA_BUNDLE {} is not a PEM bundle: {e}",
                     path.display()
-                ))
+                )
             })?;
             builder = builder.tls_certs_merge(certs);
         }
-        let client = builder
-            .build()
-            .map_err(|e| DownloadError::Config(error_chain(&e)))?;
-        Ok(Downloader { client, config })
+        builder.build().map_err(|e| error_chain(&e))
     }
 
     pub fn from_env() -> Result<Downloader, DownloadError> {
         Downloader::new(DownloadConfig::from_env()?)
     }
 
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
+    pub fn client(&self) -> Result<&reqwest::Client, DownloadError> {
+        self.client
+            .get_or_init(|| Self::build_client(&self.config))
+            .as_ref()
+            .map_err(|e| DownloadError::Config(e.clone()))
     }
 
     pub fn config(&self) -> &DownloadConfig {
@@ -334,7 +346,7 @@ impl Downloader {
         expected: &Expected,
         progress: &ProgressBar,
     ) -> Result<(), Attempt> {
-        let mut request = self.client.get(url);
+        let mut request = self.client().map_err(Attempt::Fatal)?.get(url);
         let resuming = state.written > 0 && state.accept_ranges;
         if resuming {
             request = request.header(RANGE, format!("bytes={}-", state.written));

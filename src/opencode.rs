@@ -134,7 +134,7 @@ impl Resolver {
         if let VersionRequest::Exact(v) = request {
             return Ok((v.to_string(), None));
         }
-        let (github, repo) = self.github()?;
+        let repo: Repo = g.repo.parse()?;
         let memo = self.read_memo(&repo);
         if let Some(m) = memo
             .as_ref()
@@ -142,6 +142,8 @@ impl Resolver {
         {
             return Ok((m.version.clone(), None));
         }
+        // Only now is a client worth building (it loads the system's TLS roots).
+        let (github, repo) = self.github()?;
         match github.latest_release(&repo).await {
             Ok(release) => {
                 let version = release.version().map(|v| v.to_string()).ok_or_else(|| {

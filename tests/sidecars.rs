@@ -1,11 +1,10 @@
 //! `openwrk sidecars …` (the real binary) against a loopback static mirror.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 
-use openwrk::digest::hash_file;
-use openwrk_test_support::fixtures::{self, Entry};
+use openwrk_test_support::fixtures;
 use openwrk_test_support::ReleaseHost;
 use serde_json::{json, Value};
 
@@ -19,37 +18,6 @@ fn target() -> &'static str {
     fixtures::host_target()
 }
 
-fn make_dist(dir: &Path, version: &str, pad: u64) {
-    std::fs::create_dir_all(dir).unwrap();
-    let t = target();
-    let work = dir.join(".work");
-    std::fs::create_dir_all(&work).unwrap();
-    let opencode = work.join("opencode");
-    fixtures::write_binary(&opencode, &format!("opencode {version}"), None, pad).unwrap();
-    let asset = format!("opencode-{t}.tar.gz");
-    fixtures::tar_gz(&dir.join(&asset), &[("opencode", Entry::File(&opencode))]).unwrap();
-    let bin = hash_file(&opencode).unwrap();
-    let a = hash_file(&dir.join(&asset)).unwrap();
-    let mut entries = json!({
-        "opencode": {"version": version, "targets": {t: {
-            "asset": asset, "sha256": a.sha256, "size": a.size,
-            "archive": "tar.gz", "binary": "opencode", "binarySha256": bin.sha256, "binarySize": bin.size}}}
-    });
-    for name in ["openwork-server", "owpenbot"] {
-        let file = format!("{name}-{t}");
-        fixtures::write_binary(&dir.join(&file), &format!("{name} {version}"), None, 0).unwrap();
-        let d = hash_file(&dir.join(&file)).unwrap();
-        entries[name] = json!({"version": version, "targets": {t: {"asset": file, "sha256": d.sha256, "size": d.size}}});
-    }
-    std::fs::remove_dir_all(&work).unwrap();
-    let manifest = json!({"schemaVersion": 1, "version": "0.1.0", "generatedAt": "2023-11-14T22:13:20Z", "entries": entries});
-    std::fs::write(
-        dir.join("openwrk-sidecars.json"),
-        serde_json::to_string_pretty(&manifest).unwrap(),
-    )
-    .unwrap();
-}
-
 impl Mirror {
     fn new() -> Mirror {
         Self::with_pad(0)
@@ -57,7 +25,7 @@ impl Mirror {
 
     fn with_pad(pad: u64) -> Mirror {
         let tmp = tempfile::tempdir().unwrap();
-        make_dist(&tmp.path().join("dist"), "1.0.0", pad);
+        fixtures::host_dist(&tmp.path().join("dist"), "1.0.0", pad, 0).unwrap();
         let host = ReleaseHost::mirror(&tmp.path().join("dist"));
         Mirror { tmp, host }
     }

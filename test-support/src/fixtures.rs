@@ -231,3 +231,66 @@ pub fn zip(out: &Path, entries: &[(&str, Entry)]) -> io::Result<()> {
     }
     zip.finish().map_err(io::Error::other)?.flush()
 }
+
+/// A `dist/`-like mirror for the host target only: `opencode-<t>.tar.gz`
+/// (a marker binary plus `opencode_pad` bytes), plain `openwork-server-<t>`
+/// (plus `server_pad` bytes) and `owpenbot-<t>`, and an `openwrk-sidecars.json`
+/// naming them all at `version`.
+pub fn host_dist(dir: &Path, version: &str, opencode_pad: u64, server_pad: u64) -> io::Result<()> {
+    use crate::host::sha256_file;
+    std::fs::create_dir_all(dir)?;
+    let t = host_target();
+    let work = tempdir_in(dir)?;
+    let opencode = work.join(exe(t, "opencode"));
+    write_binary(
+        &opencode,
+        &format!("opencode {version}"),
+        None,
+        opencode_pad,
+    )?;
+    let (archive, ext) = if is_windows(t) {
+        ("zip", "zip")
+    } else {
+        ("tar.gz", "tar.gz")
+    };
+    let asset = format!("opencode-{t}.{ext}");
+    let inner = exe(t, "opencode");
+    if is_windows(t) {
+        zip(
+            &dir.join(&asset),
+            &[(inner.as_str(), Entry::File(&opencode))],
+        )?;
+    } else {
+        tar_gz(
+            &dir.join(&asset),
+            &[(inner.as_str(), Entry::File(&opencode))],
+        )?;
+    }
+    let (bin_sha, bin_size) = sha256_file(&opencode);
+    let (sha, size) = sha256_file(&dir.join(&asset));
+    let mut entries = serde_json::json!({
+        "opencode": {"version": version, "targets": {t: {
+            "asset": asset, "sha256": sha, "size": size,
+            "archive": archive, "binary": inner, "binarySha256": bin_sha, "binarySize": bin_size}}}
+    });
+    for (name, pad) in [("openwork-server", server_pad), ("owpenbot", 0)] {
+        let file = exe(t, &format!("{name}-{t}"));
+        write_binary(&dir.join(&file), &format!("{name} {version}"), None, pad)?;
+        let (sha, size) = sha256_file(&dir.join(&file));
+        entries[name] = serde_json::json!({"version": version, "targets": {t: {"asset": file, "sha256": sha, "size": size}}});
+    }
+    std::fs::remove_dir_all(&work)?;
+    let manifest = serde_json::json!({
+        "schemaVersion": 1, "version": "0.1.0", "generatedAt": "2023-11-14T22:13:20Z", "entries": entries
+    });
+    std::fs::write(
+        dir.join("openwrk-sidecars.json"),
+        serde_json::to_string_pretty(&manifest)? + "\n",
+    )
+}
+
+fn tempdir_in(dir: &Path) -> io::Result<PathBuf> {
+    let work = dir.join(format!(".work-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    Ok(work)
+}

@@ -13,11 +13,14 @@ use crate::demo;
 pub enum Which {
     /// Bundle five targets (~60 MB archives) from the loopback host.
     Bundle,
+    /// First fetch of a 150 MB sidecar from a loopback mirror; warm resolution.
+    Fetch,
 }
 
 pub async fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Bundle => bench_bundle(),
+        Which::Fetch => bench_fetch(),
     }
 }
 
@@ -108,6 +111,152 @@ fn bench_bundle() -> anyhow::Result<()> {
     );
     println!("  reproduce: cargo xtask bench bundle");
     Ok(())
+}
+
+/// Size of the big sidecar in `bench fetch`.
+const FETCH_SIZE: u64 = 150 * 1024 * 1024;
+
+fn bench_fetch() -> anyhow::Result<()> {
+    crate::cargo_build(&[
+        "--quiet",
+        "--release",
+        "--package",
+        "openwrk",
+        "--bin",
+        "openwrk",
+    ])?;
+    let openwrk = openwrk_test_support::target_dir()
+        .join("release")
+        .join(format!("openwrk{}", std::env::consts::EXE_SUFFIX));
+    let tmp = tempfile::Builder::new()
+        .prefix("openwrk-bench-")
+        .tempdir()?;
+    let dist = tmp.path().join("dist");
+    eprintln!("bench fetch: writing a 150 MB sidecar …");
+    openwrk_test_support::fixtures::host_dist(&dist, "1.0.0", 0, FETCH_SIZE)?;
+    let mirror = openwrk_test_support::ReleaseHost::mirror(&dist);
+    let big = format!(
+        "openwork-server-{}",
+        openwrk_test_support::fixtures::host_target()
+    );
+    let url = format!("{}/{big}", mirror.url());
+
+    // Baseline: curl to a file, then the faster of sha256sum and openssl.
+    let mut baseline = Duration::MAX;
+    let mut baseline_how = "";
+    for _ in 0..3 {
+        let out = tmp.path().join("curl.out");
+        let started = Instant::now();
+        let ok = Command::new("curl")
+            .args(["-sf", "-o"])
+            .arg(&out)
+            .arg(&url)
+            .status()?
+            .success();
+        let download = started.elapsed();
+        if !ok {
+            bail!("curl {url} failed");
+        }
+        for (how, prog, args) in [
+            ("sha256sum", "sha256sum", vec![]),
+            ("openssl dgst", "openssl", vec!["dgst", "-sha256"]),
+        ] {
+            let started = Instant::now();
+            if Command::new(prog)
+                .args(&args)
+                .arg(&out)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                let total = download + started.elapsed();
+                if total < baseline {
+                    baseline = total;
+                    baseline_how = how;
+                }
+            }
+        }
+        std::fs::remove_file(&out)?;
+    }
+
+    // First fetch into an empty data dir (manifest + 3 sidecars, the big one dominating).
+    let mut first = Duration::MAX;
+    let mut peak = 0;
+    for i in 0..3 {
+        let mut cmd = Command::new(&openwrk);
+        cmd.args(["sidecars", "fetch"])
+            .env("OPENWRK_DATA_DIR", tmp.path().join(format!("data-{i}")))
+            .env("OPENWRK_SIDECAR_BASE_URL", mirror.url())
+            .env("CI", "true");
+        let (took, kib) = run_measured(cmd)?;
+        first = first.min(took);
+        peak = peak.max(kib);
+    }
+    let ratio = first.as_secs_f64() / baseline.as_secs_f64();
+    println!("bench fetch (150 MB sidecar from a loopback mirror, release build)");
+    println!(
+        "  baseline: curl -o + {baseline_how} {:.3} s (best of 3)",
+        baseline.as_secs_f64()
+    );
+    println!(
+        "  first fetch: {:.3} s (best of 3)   ratio {ratio:.2} (target ≤ 1.2){}",
+        first.as_secs_f64(),
+        verdict(ratio <= 1.2)
+    );
+    println!(
+        "  peak RSS: {:.1} MB (target < 30 MB){}",
+        peak as f64 / 1024.0,
+        verdict(peak < 30 * 1024)
+    );
+
+    // Warm resolution of all three against `openwrk --version`, median of 21 runs each.
+    let requests = mirror.requests();
+    let data = tmp.path().join("data-0");
+    let warm = median_run(21, || {
+        let mut c = Command::new(&openwrk);
+        c.args(["sidecars", "list"])
+            .env("OPENWRK_DATA_DIR", &data)
+            .env("OPENWRK_SIDECAR_BASE_URL", mirror.url());
+        c
+    })?;
+    let version = median_run(21, || {
+        let mut c = Command::new(&openwrk);
+        c.arg("--version");
+        c
+    })?;
+    if mirror.requests() != requests {
+        bail!(
+            "warm resolution made {} requests",
+            mirror.requests() - requests
+        );
+    }
+    let ratio = warm.as_secs_f64() / version.as_secs_f64();
+    println!(
+        "  warm resolution (sidecars list): {:.1} ms vs openwrk --version {:.1} ms   ratio {ratio:.2} (target ≤ 1.5){}; 0 requests",
+        warm.as_secs_f64() * 1e3,
+        version.as_secs_f64() * 1e3,
+        verdict(ratio <= 1.5)
+    );
+    println!("  reproduce: cargo xtask bench fetch");
+    Ok(())
+}
+
+/// Median wall time of `n` runs of a command (output discarded).
+fn median_run(n: usize, make: impl Fn() -> Command) -> anyhow::Result<Duration> {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut cmd = make();
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let started = Instant::now();
+        let status = cmd.status()?;
+        times.push(started.elapsed());
+        if !status.success() {
+            bail!("{:?} failed ({status})", cmd.get_program());
+        }
+    }
+    times.sort();
+    Ok(times[n / 2])
 }
 
 /// Benchmarks measure optimized code: build xtask (and with it the bundler) in release.
