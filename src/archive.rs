@@ -126,13 +126,6 @@ pub fn extract_binary(
         kind: kind.extension(),
         source,
     };
-    let names = list_checked(archive, kind)?;
-    let chosen = pick_entry(&names, &wanted).ok_or_else(|| ArchiveError::BinaryNotFound {
-        archive: archive.to_path_buf(),
-        binary: binary.to_string(),
-        entries: summarize(&names),
-    })?;
-
     let dir = dest.parent().unwrap_or(Path::new("."));
     let write_err = |source: io::Error| ArchiveError::Write {
         path: dest.to_path_buf(),
@@ -145,20 +138,17 @@ pub fn extract_binary(
         ))
         .tempfile_in(dir)
         .map_err(write_err)?;
-    let mut out = HashingWriter::new(io::BufWriter::new(tmp.as_file()));
-    match kind {
-        ArchiveKind::TarGz => {
-            let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(open(archive)?));
-            for entry in ar.entries().map_err(corrupt)? {
-                let mut entry = entry.map_err(corrupt)?;
-                let path = entry.path().map_err(corrupt)?.into_owned();
-                if check_entry_path(&path.to_string_lossy()).ok().as_ref() == Some(&chosen) {
-                    io::copy(&mut entry, &mut out).map_err(corrupt)?;
-                    break;
-                }
-            }
-        }
+    let digest = match kind {
+        ArchiveKind::TarGz => extract_tar(archive, &wanted, binary, tmp.as_file())?,
         ArchiveKind::Zip => {
+            let names = list_zip_checked(archive)?;
+            let chosen =
+                pick_entry(&names, &wanted).ok_or_else(|| ArchiveError::BinaryNotFound {
+                    archive: archive.to_path_buf(),
+                    binary: binary.to_string(),
+                    entries: summarize(&names),
+                })?;
+            let mut out = HashingWriter::new(io::BufWriter::new(tmp.as_file()));
             let mut zip = zip::ZipArchive::new(open(archive)?).map_err(|e| corrupt(e.into()))?;
             for i in 0..zip.len() {
                 let mut file = zip.by_index(i).map_err(|e| corrupt(e.into()))?;
@@ -171,13 +161,96 @@ pub fn extract_binary(
                     break;
                 }
             }
+            out.finish().map_err(write_err)?
         }
-    }
-    let digest = out.finish().map_err(write_err)?;
+    };
     tmp.as_file().sync_all().map_err(write_err)?;
     set_executable(tmp.path()).map_err(write_err)?;
     tmp.persist(dest).map_err(|e| write_err(e.error))?;
     Ok(digest)
+}
+
+/// One pass over a tar.gz: every entry is checked, and the wanted binary (the
+/// exact path, else the one file of that name) is copied out as it streams by,
+/// so the archive is decompressed once.
+fn extract_tar(
+    archive: &Path,
+    wanted: &Path,
+    binary: &str,
+    out: &File,
+) -> Result<FileDigest, ArchiveError> {
+    let corrupt = |source: io::Error| ArchiveError::Corrupt {
+        archive: archive.to_path_buf(),
+        kind: ArchiveKind::TarGz.extension(),
+        source,
+    };
+    let write_err = |source: io::Error| ArchiveError::Write {
+        path: archive.to_path_buf(),
+        source,
+    };
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(open(archive)?));
+    let mut names = Vec::new();
+    let mut same_name = 0;
+    // (exact path?, digest) of what was copied out so far.
+    let mut copied: Option<(bool, FileDigest)> = None;
+    for entry in ar.entries().map_err(corrupt)? {
+        let mut entry = entry.map_err(corrupt)?;
+        let Some(path) = check_tar_entry(archive, &entry)? else {
+            continue;
+        };
+        let exact = path.as_path() == wanted;
+        let by_name = !exact && path.file_name() == wanted.file_name();
+        same_name += usize::from(by_name);
+        let take =
+            (exact && !copied.as_ref().is_some_and(|c| c.0)) || (by_name && copied.is_none());
+        if take {
+            let mut file = out;
+            file.set_len(0).map_err(write_err)?;
+            io::Seek::rewind(&mut file).map_err(write_err)?;
+            let mut w = HashingWriter::new(io::BufWriter::new(out));
+            io::copy(&mut entry, &mut w).map_err(corrupt)?;
+            copied = Some((exact, w.finish().map_err(write_err)?));
+        }
+        names.push(path);
+    }
+    match copied {
+        Some((true, d)) => Ok(d),
+        Some((false, d)) if same_name == 1 => Ok(d),
+        _ => Err(ArchiveError::BinaryNotFound {
+            archive: archive.to_path_buf(),
+            binary: binary.to_string(),
+            entries: summarize(&names),
+        }),
+    }
+}
+
+/// Checks a tar entry (path, and link target for links); the path of a regular file.
+fn check_tar_entry<R: Read>(
+    archive: &Path,
+    entry: &tar::Entry<R>,
+) -> Result<Option<PathBuf>, ArchiveError> {
+    let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    let unsafe_entry = |reason| ArchiveError::UnsafeEntry {
+        archive: archive.to_path_buf(),
+        entry: raw.clone(),
+        reason,
+    };
+    let path = check_entry_path(&raw).map_err(unsafe_entry)?;
+    let kind = entry.header().entry_type();
+    if kind.is_symlink() || kind.is_hard_link() {
+        let target = entry
+            .link_name_bytes()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        if kind.is_hard_link() {
+            // Hard link targets are relative to the archive root.
+            check_entry_path(&target).map_err(unsafe_entry)?;
+        } else {
+            check_link_target(&path, &target).map_err(unsafe_entry)?;
+        }
+        return Ok(None);
+    }
+    Ok(kind.is_file().then_some(path))
 }
 
 fn open(archive: &Path) -> Result<BufReader<File>, ArchiveError> {
@@ -189,11 +262,12 @@ fn open(archive: &Path) -> Result<BufReader<File>, ArchiveError> {
         })
 }
 
-/// Lists every regular-file entry, refusing the archive if any entry is unsafe.
-fn list_checked(archive: &Path, kind: ArchiveKind) -> Result<Vec<PathBuf>, ArchiveError> {
+/// Lists every regular file of a zip, refusing it if any entry is unsafe.
+/// (The central directory is read without decompressing anything.)
+fn list_zip_checked(archive: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
     let corrupt = |source: io::Error| ArchiveError::Corrupt {
         archive: archive.to_path_buf(),
-        kind: kind.extension(),
+        kind: ArchiveKind::Zip.extension(),
         source,
     };
     let unsafe_entry = |entry: String, reason| ArchiveError::UnsafeEntry {
@@ -202,50 +276,23 @@ fn list_checked(archive: &Path, kind: ArchiveKind) -> Result<Vec<PathBuf>, Archi
         reason,
     };
     let mut files = Vec::new();
-    match kind {
-        ArchiveKind::TarGz => {
-            let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(open(archive)?));
-            for entry in ar.entries().map_err(corrupt)? {
-                let entry = entry.map_err(corrupt)?;
-                let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-                let path = check_entry_path(&raw).map_err(|r| unsafe_entry(raw.clone(), r))?;
-                let kind = entry.header().entry_type();
-                if kind.is_symlink() || kind.is_hard_link() {
-                    let target = entry
-                        .link_name_bytes()
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
-                        .unwrap_or_default();
-                    if kind.is_hard_link() {
-                        // Hard link targets are relative to the archive root.
-                        check_entry_path(&target).map_err(|r| unsafe_entry(raw.clone(), r))?;
-                    } else {
-                        check_link_target(&path, &target).map_err(|r| unsafe_entry(raw, r))?;
-                    }
-                } else if kind.is_file() {
-                    files.push(path);
-                }
-            }
-        }
-        ArchiveKind::Zip => {
-            let mut zip = zip::ZipArchive::new(open(archive)?).map_err(|e| corrupt(e.into()))?;
-            for i in 0..zip.len() {
-                let file = zip.by_index_raw(i).map_err(|e| corrupt(e.into()))?;
-                let raw = String::from_utf8_lossy(file.name_raw()).into_owned();
-                let path = check_entry_path(&raw).map_err(|r| unsafe_entry(raw.clone(), r))?;
-                if file.is_symlink() {
-                    // A zip symlink stores its target as the entry's contents.
-                    drop(file);
-                    let mut target = String::new();
-                    zip.by_index(i)
-                        .map_err(|e| corrupt(e.into()))?
-                        .take(4096)
-                        .read_to_string(&mut target)
-                        .map_err(corrupt)?;
-                    check_link_target(&path, &target).map_err(|r| unsafe_entry(raw, r))?;
-                } else if file.is_file() {
-                    files.push(path);
-                }
-            }
+    let mut zip = zip::ZipArchive::new(open(archive)?).map_err(|e| corrupt(e.into()))?;
+    for i in 0..zip.len() {
+        let file = zip.by_index_raw(i).map_err(|e| corrupt(e.into()))?;
+        let raw = String::from_utf8_lossy(file.name_raw()).into_owned();
+        let path = check_entry_path(&raw).map_err(|r| unsafe_entry(raw.clone(), r))?;
+        if file.is_symlink() {
+            // A zip symlink stores its target as the entry's contents.
+            drop(file);
+            let mut target = String::new();
+            zip.by_index(i)
+                .map_err(|e| corrupt(e.into()))?
+                .take(4096)
+                .read_to_string(&mut target)
+                .map_err(corrupt)?;
+            check_link_target(&path, &target).map_err(|r| unsafe_entry(raw, r))?;
+        } else if file.is_file() {
+            files.push(path);
         }
     }
     Ok(files)
@@ -408,6 +455,56 @@ mod tests {
         assert_eq!(check_entry_path("..\\x"), Err("path contains `..`"));
         assert_eq!(check_entry_path("C:/x"), Err("path has a drive prefix"));
         assert_eq!(check_entry_path(""), Err("empty path"));
+    }
+
+    fn extract(
+        entries: &[(&str, openwrk_test_support::fixtures::Entry)],
+        zip: bool,
+    ) -> Result<String, ArchiveError> {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, kind) = if zip {
+            let p = dir.path().join("a.zip");
+            openwrk_test_support::fixtures::zip(&p, entries).unwrap();
+            (p, ArchiveKind::Zip)
+        } else {
+            let p = dir.path().join("a.tar.gz");
+            openwrk_test_support::fixtures::tar_gz(&p, entries).unwrap();
+            (p, ArchiveKind::TarGz)
+        };
+        let dest = dir.path().join("out");
+        extract_binary(&path, kind, "opencode", &dest)?;
+        Ok(std::fs::read_to_string(dest).unwrap())
+    }
+
+    #[test]
+    fn picks_the_exact_path_else_the_one_file_of_that_name() {
+        use openwrk_test_support::fixtures::Entry::Bytes;
+        for zip in [false, true] {
+            assert_eq!(
+                extract(&[("pkg/bin/opencode", Bytes(b"nested"))], zip).unwrap(),
+                "nested"
+            );
+            assert_eq!(
+                extract(
+                    &[
+                        ("x/opencode", Bytes(b"nested")),
+                        ("opencode", Bytes(b"top")),
+                        ("y", Bytes(b"y"))
+                    ],
+                    zip
+                )
+                .unwrap(),
+                "top"
+            );
+            let err = extract(
+                &[("a/opencode", Bytes(b"a")), ("b/opencode", Bytes(b"b"))],
+                zip,
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("a/opencode, b/opencode"), "{err}");
+            let err = extract(&[("README", Bytes(b"r"))], zip).unwrap_err();
+            assert!(matches!(err, ArchiveError::BinaryNotFound { .. }), "{err}");
+        }
     }
 
     #[test]

@@ -325,7 +325,16 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
         }
     }
 
-    write_sha256sums(staging.path())?;
+    // Assets were hashed as they arrived; only the manifest and archives are hashed again.
+    let known: BTreeMap<String, String> = if args.mode.download() {
+        fetched
+            .iter()
+            .map(|f| (f.asset.clone(), f.digest.sha256.clone()))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    write_sha256sums(staging.path(), &known)?;
     replace_dir(staging.keep(), &args.out)?;
     drop(work);
 
@@ -498,7 +507,7 @@ fn bundle_archive(
 }
 
 /// `<hex>  <file>` for every other file, sorted by name (`sha256sum -c` format).
-fn write_sha256sums(dir: &Path) -> anyhow::Result<()> {
+fn write_sha256sums(dir: &Path, known: &BTreeMap<String, String>) -> anyhow::Result<()> {
     let mut names: Vec<String> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
@@ -508,8 +517,11 @@ fn write_sha256sums(dir: &Path) -> anyhow::Result<()> {
     names.sort();
     let mut out = String::new();
     for name in names {
-        let d = hash_file(&dir.join(&name))?;
-        out.push_str(&format!("{}  {name}\n", d.sha256));
+        let sha = match known.get(&name) {
+            Some(sha) => sha.clone(),
+            None => hash_file(&dir.join(&name))?.sha256,
+        };
+        out.push_str(&format!("{sha}  {name}\n"));
     }
     std::fs::write(dir.join("SHA256SUMS"), out)?;
     Ok(())
