@@ -561,3 +561,102 @@ fn a_mirror_covers_opencode_too() {
         .iter()
         .any(|l| l.contains(&asset)));
 }
+
+#[test]
+fn each_source_mode() {
+    let m = Mirror::new();
+    // bundled: only the copy next to openwrk counts (there is none here).
+    let v = ok(&m.run(&["sidecars", "list", "--json", "--sidecar-source", "bundled"]));
+    assert_eq!(
+        rows(&v)[1],
+        ("openwork-server".into(), "bundled".into(), "no".into())
+    );
+    // downloaded: straight to the cache.
+    let v = ok(&m.run(&[
+        "sidecars",
+        "list",
+        "--json",
+        "--sidecar-source",
+        "downloaded",
+        "--opencode-source",
+        "downloaded",
+    ]));
+    assert!(
+        rows(&v)
+            .iter()
+            .all(|(_, s, v)| s == "download" && v == "no"),
+        "{v}"
+    );
+    // external: OpenCode by path needs no permission and is not verified.
+    let fake = m.tmp.path().join("my-opencode");
+    fixtures::write_binary(&fake, "my opencode", None, 0).unwrap();
+    let o = m
+        .cmd(&[
+            "sidecars",
+            "list",
+            "--json",
+            "--opencode-source",
+            "external",
+        ])
+        .env("PATH", m.tmp.path())
+        .output()
+        .unwrap();
+    fails(&o, 3, &["external opencode not found", "not on PATH"]);
+    std::fs::rename(&fake, m.tmp.path().join("opencode")).unwrap();
+    let o = m
+        .cmd(&[
+            "sidecars",
+            "list",
+            "--json",
+            "--opencode-source",
+            "external",
+        ])
+        .env("PATH", m.tmp.path())
+        .output()
+        .unwrap();
+    let v = ok(&o);
+    assert_eq!(
+        rows(&v)[0],
+        ("opencode".into(), "external".into(), "external".into())
+    );
+}
+
+/// The resolver itself (what `start` uses): `bundled` without a bundled copy is an error.
+#[tokio::test]
+async fn bundled_mode_without_a_bundled_copy_is_an_error() {
+    use openwrk::resolve::{Resolver, Settings, SourceMode};
+    let m = Mirror::new();
+    let settings = Settings {
+        data_dir: m.data(),
+        sidecar_dir: m.data().join("sidecars"),
+        manifest: None,
+        base_url: Some(m.host.url()),
+        sidecar_source: SourceMode::Bundled,
+        opencode_source: SourceMode::Auto,
+        allow_external: false,
+        opencode_bin: None,
+        openwork_server_bin: None,
+        owpenbot_bin: None,
+        exe_dir: Some(m.tmp.path().to_path_buf()),
+        verbose: false,
+        github: openwrk::opencode::GithubSettings {
+            version: None,
+            repo: "anomalyco/opencode".into(),
+            api_url: "http://127.0.0.1:9".into(),
+            token: None,
+        },
+    };
+    let resolver = Resolver::new(settings, openwrk::download::Downloader::from_env().unwrap());
+    let loaded = resolver.load_manifest(false).await.unwrap();
+    let err = resolver
+        .resolve("owpenbot", Some(&loaded))
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 3);
+    assert!(err.to_string().contains("no bundled owpenbot"), "{err}");
+    // auto falls through to a download into the cache and verifies it.
+    let r = resolver.resolve("opencode", Some(&loaded)).await.unwrap();
+    assert_eq!((r.origin.as_str(), r.verified), ("downloaded", "sha256"));
+    let r = resolver.resolve("opencode", Some(&loaded)).await.unwrap();
+    assert_eq!((r.origin.as_str(), r.verified), ("cache", "warm"));
+}

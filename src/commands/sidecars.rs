@@ -116,9 +116,10 @@ async fn list(global: &Global, resolver: &Resolver) -> Result<i32, Failure> {
         } else {
             resolver.settings.sidecar_source
         };
-        if let Some(path) = bundled
-            .filter(|p| p.is_file() && matches!(mode, SourceMode::Auto | SourceMode::Bundled))
-        {
+        // `bundled` always shows the bundled copy (present or not); `auto` only when present.
+        let shown = bundled
+            .filter(|p| mode == SourceMode::Bundled || (mode == SourceMode::Auto && p.is_file()));
+        if let Some(path) = shown {
             let ok = crate::digest::hash_file(&path).is_ok_and(|d| {
                 let want = asset.binary_digest();
                 d.sha256 == want.sha256 && d.size == want.size
