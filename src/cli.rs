@@ -67,6 +67,9 @@ pub struct Global {
         default_value = "auto"
     )]
     pub opencode_source: SourceMode,
+    /// Accept an unsigned local manifest although this openwrk requires signed ones (development)
+    #[arg(long, global = true, env = "OPENWRK_ALLOW_UNSIGNED_MANIFEST", value_parser = bool_flag(), action = ArgAction::SetTrue)]
+    pub allow_unsigned_manifest: bool,
     /// Allow external (unverified) openwork-server and owpenbot binaries
     #[arg(long, global = true, env = "OPENWRK_ALLOW_EXTERNAL", value_parser = bool_flag(), action = ArgAction::SetTrue)]
     pub allow_external: bool,

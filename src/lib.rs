@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod opencode;
 pub mod platform;
 pub mod resolve;
+pub mod signature;
 
 /// openwrk's own version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -58,6 +58,8 @@ pub struct Settings {
     pub verbose: bool,
     /// OpenCode from GitHub when the manifest has no entry for it.
     pub github: crate::opencode::GithubSettings,
+    /// Accept an unsigned local manifest although a signing key is in force.
+    pub allow_unsigned_manifest: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +121,8 @@ pub enum ResolveError {
     #[error(transparent)]
     Github(#[from] crate::github::GithubError),
     #[error(transparent)]
+    Signature(#[from] crate::signature::SignatureError),
+    #[error(transparent)]
     Download(#[from] DownloadError),
     #[error(transparent)]
     Archive(#[from] archive::ArchiveError),
@@ -141,7 +145,7 @@ impl ResolveError {
             | ResolveError::ExternalMissing { .. }
             | ResolveError::Platform(_) => 3,
             ResolveError::ExternalNotAllowed { .. } => 2,
-            ResolveError::NotInRelease { .. } => 3,
+            ResolveError::NotInRelease { .. } | ResolveError::Signature(_) => 3,
             ResolveError::Github(e) => match e {
                 crate::github::GithubError::Unreachable { .. }
                 | crate::github::GithubError::RateLimited { .. }
@@ -319,24 +323,53 @@ impl Resolver {
         } else {
             (Location::Url(default_manifest_url()), None)
         };
-        let (bytes, origin, from_cache) = match &location {
+        let key = crate::signature::TrustedKey::current()?;
+        let (bytes, origin, from_cache, signature) = match &location {
             Location::Dir(path) => {
                 let bytes = std::fs::read(path).map_err(|source| ResolveError::ManifestFile {
                     path: path.display().to_string(),
                     source,
                 })?;
-                (bytes, path.display().to_string(), false)
+                let sig_path = sig_path(path);
+                let signature = match std::fs::read(&sig_path) {
+                    Ok(sig) => Ok(sig),
+                    Err(e) => Err(format!("{}: {e}", sig_path.display())),
+                };
+                (bytes, path.display().to_string(), false, signature)
             }
             Location::Url(url) => {
-                let (bytes, from_cache) = self.fetch_manifest(url, refresh).await?;
-                (bytes, url.clone(), from_cache)
+                let (bytes, from_cache, signature) =
+                    self.fetch_manifest(url, refresh, key.is_some()).await?;
+                (bytes, url.clone(), from_cache, signature)
             }
         };
+        if let Some(key) = &key {
+            match &signature {
+                Ok(sig) => key.verify(&origin, &bytes, sig)?,
+                // Development escape hatch, for local files only: mirrors stay untrusted.
+                Err(_) if s.allow_unsigned_manifest && matches!(location, Location::Dir(_)) => {
+                    (self.notify)(&format!(
+                        "warning: using the unsigned local manifest {origin} (--allow-unsigned-manifest)"
+                    ));
+                }
+                Err(detail) => {
+                    return Err(crate::signature::SignatureError::Missing {
+                        origin,
+                        detail: detail.clone(),
+                    }
+                    .into())
+                }
+            }
+        }
         let manifest =
             Manifest::from_json(&bytes).map_err(|error| ResolveError::ManifestInvalid {
                 origin: origin.clone(),
                 error,
             })?;
+        if let (Location::Url(url), false) = (&location, from_cache) {
+            // Kept only once it verified and parsed, so a warm start can trust it.
+            self.keep_manifest(url, &bytes, signature.as_deref().ok());
+        }
         let base = explicit_base.unwrap_or_else(|| match &location {
             Location::Url(u) => Location::Url(
                 u.rsplit_once('/')
@@ -363,20 +396,60 @@ impl Resolver {
             .join(format!("{}.json", &key[..16]))
     }
 
+    /// The manifest at `url` (from the data-dir copy unless `refresh`) and,
+    /// when `want_signature`, its `.minisig` (or why there is none).
     async fn fetch_manifest(
         &self,
         url: &str,
         refresh: bool,
-    ) -> Result<(Vec<u8>, bool), ResolveError> {
+        want_signature: bool,
+    ) -> Result<(Vec<u8>, bool, Result<Vec<u8>, String>), ResolveError> {
         let kept = self.manifest_cache_path(url);
         if !refresh {
             if let Ok(bytes) = std::fs::read(&kept) {
-                return Ok((bytes, true));
+                let sig_path = sig_path(&kept);
+                let signature = std::fs::read(&sig_path)
+                    .map_err(|e| format!("kept copy {}: {e}", sig_path.display()));
+                return Ok((bytes, true, signature));
             }
         }
-        // The manifest goes through the one downloader: retries, timeouts, temp file.
-        let dir = kept.parent().expect("kept path has a parent");
-        crate::fsutil::create_private_dir_all(dir).map_err(|source| {
+        let bytes = self.fetch_small(url).await?;
+        let signature = if want_signature {
+            let sig_url = format!("{url}{}", crate::signature::SIG_SUFFIX);
+            match self.fetch_small(&sig_url).await {
+                Ok(sig) => Ok(sig),
+                Err(ResolveError::ManifestStatus { status, .. }) => {
+                    Err(format!("{sig_url}: HTTP {status}"))
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            Err("no signature needed".into())
+        };
+        Ok((bytes, false, signature))
+    }
+
+    fn keep_manifest(&self, url: &str, bytes: &[u8], signature: Option<&[u8]>) {
+        let kept = self.manifest_cache_path(url);
+        if let Some(dir) = kept.parent() {
+            let _ = crate::fsutil::create_private_dir_all(dir);
+        }
+        let _ = crate::fsutil::write_atomic(&kept, bytes);
+        match signature {
+            Some(sig) => {
+                let _ = crate::fsutil::write_atomic(&sig_path(&kept), sig);
+            }
+            None => {
+                let _ = std::fs::remove_file(sig_path(&kept));
+            }
+        }
+    }
+
+    /// A small file (manifest, signature) through the one downloader: retries,
+    /// timeouts, a temp file in the data dir.
+    async fn fetch_small(&self, url: &str) -> Result<Vec<u8>, ResolveError> {
+        let dir = self.settings.data_dir.join("manifests");
+        crate::fsutil::create_private_dir_all(&dir).map_err(|source| {
             ResolveError::Cache(CacheError::Io {
                 path: dir.to_path_buf(),
                 source,
@@ -405,12 +478,7 @@ impl Resolver {
             }),
         };
         let _ = std::fs::remove_file(&fetched);
-        let bytes = bytes?;
-        // Only a manifest that parses is kept.
-        if Manifest::from_json(&bytes).is_ok() {
-            let _ = crate::fsutil::write_atomic(&kept, &bytes);
-        }
-        Ok((bytes, false))
+        bytes
     }
 
     /// Resolves `name` for the host target.
@@ -672,6 +740,13 @@ impl Resolver {
                 .await?),
         }
     }
+}
+
+/// `<manifest>.minisig` beside a manifest file.
+fn sig_path(manifest: &Path) -> PathBuf {
+    let mut name = manifest.file_name().unwrap_or_default().to_os_string();
+    name.push(crate::signature::SIG_SUFFIX);
+    manifest.with_file_name(name)
 }
 
 /// The first executable file named `name` on PATH.

@@ -639,6 +639,7 @@ async fn bundled_mode_without_a_bundled_copy_is_an_error() {
         owpenbot_bin: None,
         exe_dir: Some(m.tmp.path().to_path_buf()),
         verbose: false,
+        allow_unsigned_manifest: false,
         github: openwrk::opencode::GithubSettings {
             version: None,
             repo: "anomalyco/opencode".into(),
@@ -659,4 +660,120 @@ async fn bundled_mode_without_a_bundled_copy_is_an_error() {
     assert_eq!((r.origin.as_str(), r.verified), ("downloaded", "sha256"));
     let r = resolver.resolve("opencode", Some(&loaded)).await.unwrap();
     assert_eq!((r.origin.as_str(), r.verified), ("cache", "warm"));
+}
+
+/// Signs `dir/openwrk-sidecars.json`; returns the public key (base64).
+fn sign_dist(dir: &std::path::Path, sk: &minisign::SecretKey) {
+    let manifest = std::fs::read(dir.join("openwrk-sidecars.json")).unwrap();
+    let sig = minisign::sign(
+        None,
+        sk,
+        std::io::Cursor::new(manifest),
+        Some("openwrk test"),
+        None,
+    )
+    .unwrap();
+    std::fs::write(dir.join("openwrk-sidecars.json.minisig"), sig.into_string()).unwrap();
+}
+
+fn keypair() -> (String, minisign::SecretKey) {
+    let kp = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    (kp.pk.to_base64(), kp.sk)
+}
+
+#[test]
+fn signed_manifests_verify_and_tampering_is_refused() {
+    let m = Mirror::new();
+    let dist = m.tmp.path().join("dist");
+    let (pk, sk) = keypair();
+    sign_dist(&dist, &sk);
+    let with_key = |args: &[&str]| {
+        m.cmd(args)
+            .env("OPENWRK_MANIFEST_PUBKEY", &pk)
+            .output()
+            .unwrap()
+    };
+    ok(&with_key(&["sidecars", "fetch"]));
+    // Warm: the kept manifest is re-verified with the kept signature, offline.
+    let before = m.host.requests();
+    ok(&with_key(&["sidecars", "list"]));
+    assert_eq!(m.host.requests(), before);
+
+    // A tampered manifest (still valid JSON) is refused.
+    let path = dist.join("openwrk-sidecars.json");
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        good.replace("\"version\": \"0.1.0\"", "\"version\": \"0.1.1\""),
+    )
+    .unwrap();
+    fails(
+        &with_key(&["sidecars", "fetch"]),
+        3,
+        &["does not verify", "do not use this mirror"],
+    );
+    std::fs::write(&path, &good).unwrap();
+
+    // A tampered signature is refused.
+    let sig_path = dist.join("openwrk-sidecars.json.minisig");
+    let sig = std::fs::read_to_string(&sig_path).unwrap();
+    let mut lines: Vec<String> = sig.lines().map(str::to_string).collect();
+    let flipped: String = lines[1].chars().rev().collect();
+    lines[1] = flipped;
+    std::fs::write(&sig_path, lines.join("\n")).unwrap();
+    fails(
+        &with_key(&["sidecars", "fetch"]),
+        3,
+        &["signature of the manifest"],
+    );
+
+    // Signed with another key.
+    let (_, other) = keypair();
+    sign_dist(&dist, &other);
+    fails(&with_key(&["sidecars", "fetch"]), 3, &["different key"]);
+
+    // No signature at all.
+    std::fs::remove_file(&sig_path).unwrap();
+    fails(
+        &with_key(&["sidecars", "fetch"]),
+        3,
+        &["is not signed", "openwrk-sidecars.json.minisig: HTTP 404"],
+    );
+}
+
+#[test]
+fn unsigned_local_manifest_needs_the_development_flag() {
+    let m = Mirror::new();
+    let (pk, _) = keypair();
+    let manifest = m.tmp.path().join("dist/openwrk-sidecars.json");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "sidecars",
+            "list",
+            "--sidecar-manifest",
+            manifest.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        m.cmd(&args)
+            .env("OPENWRK_MANIFEST_PUBKEY", &pk)
+            .output()
+            .unwrap()
+    };
+    fails(
+        &run(&[]),
+        3,
+        &["is not signed", "--allow-unsigned-manifest"],
+    );
+    let o = run(&["--allow-unsigned-manifest"]);
+    ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("warning: using the unsigned local manifest")
+    );
+    // The flag does not make a mirror's unsigned manifest acceptable.
+    let o = m
+        .cmd(&["sidecars", "list", "--allow-unsigned-manifest"])
+        .env("OPENWRK_MANIFEST_PUBKEY", &pk)
+        .output()
+        .unwrap();
+    fails(&o, 3, &["is not signed"]);
 }

@@ -73,6 +73,7 @@ pub fn settings(global: &Global, bins: [Option<PathBuf>; 3]) -> Result<Settings,
         owpenbot_bin,
         exe_dir,
         verbose: global.verbose,
+        allow_unsigned_manifest: global.allow_unsigned_manifest,
         github: crate::opencode::GithubSettings {
             version: global.opencode_version.clone().filter(|v| !v.is_empty()),
             repo: global.opencode_repo.clone(),
