@@ -21,6 +21,9 @@ use openwrk::platform::Target;
 
 use crate::sidecars::{SidecarsConfig, Source};
 
+/// `openwrk-sidecars.json.minisig`.
+pub const SIGNATURE_FILE: &str = "openwrk-sidecars.json.minisig";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// Bundled archives only (openwrk + sidecars + manifest).
@@ -74,6 +77,9 @@ pub struct BundleArgs {
     /// Fixed timestamp (Unix seconds) for `generatedAt` and archive entries.
     #[arg(long, env = "SOURCE_DATE_EPOCH")]
     pub source_date_epoch: Option<i64>,
+    /// Sign the manifest with this minisign secret key (or the key in OPENWRK_SIGNING_KEY).
+    #[arg(long, env = "OPENWRK_SIGNING_KEY_FILE", value_name = "KEYFILE")]
+    pub sign: Option<PathBuf>,
     /// The sidecars declaration.
     #[arg(long, default_value_os_t = crate::sidecars::default_path())]
     pub config: PathBuf,
@@ -123,6 +129,8 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
         );
     }
     let config = SidecarsConfig::load(&args.config)?;
+    // Before any download: a bad key should fail fast.
+    let signing_key = crate::sign::secret_key(args.sign.as_deref())?;
     let epoch = args.source_date_epoch;
     let generated_at =
         openwrk::manifest::rfc3339(epoch.unwrap_or_else(|| chrono::Utc::now().timestamp()));
@@ -306,7 +314,18 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
     fetched.sort_by(|a, b| (&a.sidecar, a.target).cmp(&(&b.sidecar, b.target)));
 
     let manifest = build_manifest(&versions, &sources, &fetched, &generated_at)?;
-    std::fs::write(staging.path().join(MANIFEST_FILE), manifest.to_json())?;
+    let manifest_json = manifest.to_json();
+    std::fs::write(staging.path().join(MANIFEST_FILE), &manifest_json)?;
+    if let Some(key) = &signing_key {
+        let sig = crate::sign::sign(
+            key,
+            manifest_json.as_bytes(),
+            openwrk::VERSION,
+            &generated_at,
+        )?;
+        std::fs::write(staging.path().join(SIGNATURE_FILE), sig)?;
+        progress.line(format!("signed {MANIFEST_FILE}"));
+    }
 
     let mut archives = Vec::new();
     if args.mode.bundled() {
@@ -483,6 +502,13 @@ fn bundle_archive(
             executable: false,
         },
     ];
+    if dir.join(SIGNATURE_FILE).is_file() {
+        entries.push(ArchiveEntry {
+            name: format!("{top}/{SIGNATURE_FILE}"),
+            source: dir.join(SIGNATURE_FILE),
+            executable: false,
+        });
+    }
     for f in fetched.iter().filter(|f| f.target == target) {
         let binary = target.exe_name(&config.sidecars[&f.sidecar].binary);
         entries.push(ArchiveEntry {
@@ -512,7 +538,8 @@ fn write_sha256sums(dir: &Path, known: &BTreeMap<String, String>) -> anyhow::Res
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "SHA256SUMS")
+        // The signature is hedged (differs run to run); leaving it out keeps SHA256SUMS reproducible.
+        .filter(|n| n != "SHA256SUMS" && n != SIGNATURE_FILE)
         .collect();
     names.sort();
     let mut out = String::new();

@@ -69,6 +69,8 @@ pub async fn run() -> anyhow::Result<()> {
         host.api_url()
     );
     let out = tmp.path().join("dist");
+    // A throwaway signing key: the manifest is signed and openwrk checks it.
+    let (key, public) = crate::sign::keygen(&tmp.path().join("demo-signing"))?;
     let args = BundleArgs {
         out: out.clone(),
         targets: "all".into(),
@@ -82,6 +84,7 @@ pub async fn run() -> anyhow::Result<()> {
         github_token: None,
         source_date_epoch: Some(1_700_000_000),
         config: crate::sidecars::default_path(),
+        sign: Some(key),
     };
     let report = bundle::run(args).await?;
     println!(
@@ -109,6 +112,11 @@ pub async fn run() -> anyhow::Result<()> {
     let mirror = ReleaseHost::mirror(&out);
     let openwrk = bins.join(format!("openwrk{}", std::env::consts::EXE_SUFFIX));
     let data = tmp.path().join("data");
+    let pubkey = std::fs::read_to_string(&public)?;
+    println!(
+        "\ndemo: openwrk requires the manifest to be signed with {}",
+        public.display()
+    );
     let run = |args: &[&str]| -> anyhow::Result<()> {
         println!(
             "\n$ openwrk {} --sidecar-base-url {}",
@@ -119,6 +127,7 @@ pub async fn run() -> anyhow::Result<()> {
             .args(args)
             .env("OPENWRK_DATA_DIR", &data)
             .env("OPENWRK_SIDECAR_BASE_URL", mirror.url())
+            .env("OPENWRK_MANIFEST_PUBKEY", &pubkey)
             .status()?;
         if !status.success() {
             bail!("openwrk {} failed ({status})", args.join(" "));

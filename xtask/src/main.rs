@@ -4,6 +4,8 @@ mod bench;
 mod bundle;
 mod demo;
 mod sidecars;
+mod sign;
+mod verify_dist;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +22,13 @@ enum Command {
     Bundle(Box<bundle::BundleArgs>),
     /// Run the main job offline against a loopback release host with stand-in sidecars.
     Demo,
+    /// Check a dist/ directory or mirror URL: every asset, SHA256SUMS, signature.
+    VerifyDist(verify_dist::VerifyDistArgs),
+    /// Generate a minisign key pair for signing manifests (PREFIX.key, PREFIX.pub).
+    Keygen {
+        #[arg(long, value_name = "PREFIX")]
+        out: std::path::PathBuf,
+    },
     /// Benchmarks (figures with ratios against a baseline measured in the same run).
     Bench {
         #[arg(value_enum)]
@@ -41,6 +50,13 @@ fn main() {
                 Ok(())
             }
             Command::Demo => demo::run().await,
+            Command::VerifyDist(args) => verify_dist::run(args).await,
+            Command::Keygen { out } => {
+                let (key, public) = sign::keygen(&out)?;
+                println!("secret key: {} (keep it secret; 0600)
+public key: {}", key.display(), public.display());
+                Ok(())
+            }
             Command::Bench { which } => bench::run(which).await,
         }
     });

@@ -75,7 +75,9 @@ impl Fx {
             .env_remove("GH_TOKEN")
             .env_remove("OPENCODE_VERSION")
             .env_remove("OPENWRK_OPENCODE_REPO")
-            .env_remove("OPENWRK_JOBS");
+            .env_remove("OPENWRK_JOBS")
+            .env_remove("OPENWRK_SIGNING_KEY_FILE")
+            .env_remove("OPENWRK_SIGNING_KEY");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -580,4 +582,139 @@ fn sidecars_toml_pins_no_opencode_version() {
             n + 1
         );
     }
+}
+
+fn xtask(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args)
+        .env_remove("OPENWRK_MANIFEST_PUBKEY")
+        .env_remove("OPENWRK_SIGNING_KEY")
+        .env_remove("OPENWRK_SIGNING_KEY_PASSWORD");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn signed_bundles_and_verify_dist() {
+    let fx = Fx::new(&["v1.0.0"], &[]);
+    let prefix = fx.tmp.path().join("release-key");
+    assert_ok(&xtask(&["keygen", "--out", prefix.to_str().unwrap()], &[]));
+    let (key, public) = (prefix.with_extension("key"), prefix.with_extension("pub"));
+    assert_ok(&fx.bundle(&["--sign", key.to_str().unwrap()], &[]));
+    let out = fx.out();
+    assert!(out.join("openwrk-sidecars.json.minisig").is_file());
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    assert!(
+        !sums.contains(".minisig"),
+        "the hedged signature stays out of SHA256SUMS"
+    );
+
+    let verify = |dir: &str, key: &Path| {
+        xtask(
+            &["verify-dist", dir, "--pubkey", key.to_str().unwrap()],
+            &[],
+        )
+    };
+    let o = verify(out.to_str().unwrap(), &public);
+    assert_ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("signature valid"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+
+    // The same dist served as a mirror.
+    let mirror = ReleaseHost::mirror(&out);
+    assert_ok(&verify(&mirror.url(), &public));
+    drop(mirror);
+
+    // Incomplete: an asset is gone.
+    let broken = fx.tmp.path().join("incomplete");
+    copy_dir(&out, &broken);
+    std::fs::remove_file(broken.join("owpenbot-darwin-x64")).unwrap();
+    let o = verify(broken.to_str().unwrap(), &public);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout)
+        .contains("owpenbot-darwin-x64 (owpenbot darwin-x64) is missing"));
+
+    // Tampered: one byte of an asset.
+    let tampered = fx.tmp.path().join("tampered");
+    copy_dir(&out, &tampered);
+    let asset = tampered.join("opencode-linux-arm64.tar.gz");
+    let mut bytes = std::fs::read(&asset).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&asset, bytes).unwrap();
+    let o = verify(tampered.to_str().unwrap(), &public);
+    assert!(!o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("opencode-linux-arm64.tar.gz (opencode linux-arm64): expected sha256"),
+        "{text}"
+    );
+    assert!(
+        text.contains("opencode-linux-arm64.tar.gz: SHA256SUMS says"),
+        "{text}"
+    );
+
+    // A tampered manifest fails its signature; another key fails too.
+    let forged = fx.tmp.path().join("forged");
+    copy_dir(&out, &forged);
+    let m = std::fs::read_to_string(forged.join("openwrk-sidecars.json")).unwrap();
+    std::fs::write(
+        forged.join("openwrk-sidecars.json"),
+        m.replace("\"0.3.0\"", "\"0.3.1\""),
+    )
+    .unwrap();
+    let o = verify(forged.to_str().unwrap(), &public);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stdout).contains("signature INVALID")
+    );
+    let other = fx.tmp.path().join("other-key");
+    assert_ok(&xtask(&["keygen", "--out", other.to_str().unwrap()], &[]));
+    let o = verify(out.to_str().unwrap(), &other.with_extension("pub"));
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stdout).contains("different key"));
+
+    // Missing signature while a key is required.
+    std::fs::remove_file(tampered.join("openwrk-sidecars.json.minisig")).unwrap();
+    let o = verify(tampered.to_str().unwrap(), &public);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("signature MISSING"));
+}
+
+#[test]
+fn encrypted_signing_key_needs_its_password() {
+    let fx = Fx::new(&["v1.0.0"], &[]);
+    let prefix = fx.tmp.path().join("enc");
+    assert_ok(&xtask(
+        &["keygen", "--out", prefix.to_str().unwrap()],
+        &[("OPENWRK_SIGNING_KEY_PASSWORD", "pw")],
+    ));
+    let key = prefix.with_extension("key");
+    let o = fx.bundle(
+        &["--sign", key.to_str().unwrap()],
+        &[("OPENWRK_SIGNING_KEY_PASSWORD", "")],
+    );
+    assert_fails_with(&o, &["encrypted", "OPENWRK_SIGNING_KEY_PASSWORD"]);
+    fx.assert_nothing_written();
+    // The key in an env var (CI secret), with its password.
+    let text = std::fs::read_to_string(&key).unwrap();
+    let o = fx.bundle(
+        &["--mode", "download", "--targets", "linux-x64"],
+        &[
+            ("OPENWRK_SIGNING_KEY", &text),
+            ("OPENWRK_SIGNING_KEY_PASSWORD", "pw"),
+        ],
+    );
+    assert_ok(&o);
+    assert!(fx.out().join("openwrk-sidecars.json.minisig").is_file());
 }
