@@ -5,15 +5,20 @@ pub mod archive;
 pub mod cache;
 pub mod cli;
 pub mod commands;
+pub mod credentials;
+pub mod dashboard;
 pub mod digest;
 pub mod download;
 pub mod fsutil;
 pub mod github;
+pub mod health;
+pub mod log;
 pub mod manifest;
 pub mod opencode;
 pub mod platform;
 pub mod resolve;
 pub mod signature;
+pub mod supervise;
 
 /// openwrk's own version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -21,6 +21,9 @@ fn main() {
 async fn run(cli: Cli) -> Result<i32, Failure> {
     match cli.command {
         Command::Sidecars(command) => commands::sidecars::run(&cli.global, command).await,
+        Command::Start(args) => commands::start::run(&cli.global, *args, true).await,
+        Command::Serve(args) => commands::start::run(&cli.global, *args, false).await,
+        Command::Stop { run_id } => commands::start::stop(&cli.global, run_id).await,
         other => Err(Failure {
             message: format!(
                 "`openwrk {}` is not available in this build yet\nhint: see README.md for what this version supports",

@@ -243,6 +243,25 @@ pub struct Resolved {
     pub verified: &'static str,
 }
 
+impl Resolved {
+    /// One line for `--verbose` and `sidecars fetch`: source, version, path and how it was verified.
+    pub fn describe(&self) -> String {
+        let how = match self.verified {
+            "warm" => "verified before; size, mtime and inode unchanged since",
+            "sha256" => "size and sha256 checked",
+            _ => "not verified (external binary)",
+        };
+        format!(
+            "{} {} {}: {} {} ({how})",
+            self.name,
+            self.version,
+            self.target,
+            self.origin.as_str(),
+            self.path.display()
+        )
+    }
+}
+
 pub struct Resolver {
     pub settings: Settings,
     pub downloader: Downloader,

@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod sidecars;
+pub mod start;
 
 use std::path::PathBuf;
 

@@ -194,12 +194,7 @@ async fn fetch(global: &Global, resolver: &Resolver, targets: &[String]) -> Resu
                     let host = Target::host().ok() == Some(target);
                     let r = resolver.opencode_from_github(target, host).await?;
                     if !global.json {
-                        eprintln!(
-                            "{name} {} {target}: {} from GitHub releases ({})",
-                            r.version,
-                            r.origin.as_str(),
-                            r.path.display()
-                        );
+                        eprintln!("{} [from GitHub releases]", r.describe());
                     }
                     rows.push(row(
                         name,
@@ -221,11 +216,15 @@ async fn fetch(global: &Global, resolver: &Resolver, targets: &[String]) -> Resu
                 .cached_or_download(name, version, target, asset, &loaded.base)
                 .await?;
             if !global.json {
-                eprintln!(
-                    "{name} {version} {target}: {} ({})",
-                    origin.as_str(),
-                    path.display()
-                );
+                let r = crate::resolve::Resolved {
+                    name: name.to_string(),
+                    version: version.to_string(),
+                    target,
+                    origin,
+                    path: path.clone(),
+                    verified,
+                };
+                eprintln!("{}", r.describe());
             }
             rows.push(row(
                 name,

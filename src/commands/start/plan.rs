@@ -1,0 +1,648 @@
+//! Everything decided before a child starts: workspace, ports, credentials,
+//! the resolved binaries, and each child's argv and environment (SPEC §5.1).
+
+use std::ffi::OsString;
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use crate::cli::{Approval, Global, StartArgs};
+use crate::commands::Failure;
+use crate::credentials::Credentials;
+use crate::log::Logger;
+use crate::manifest::{OPENCODE, OPENWORK_SERVER, OWPENBOT};
+use crate::resolve::Resolved;
+use crate::supervise::Spec;
+
+const DEFAULT_OPENWORK_PORT: u16 = 8787;
+const LOOPBACK: &str = "127.0.0.1";
+const WILDCARD: &str = "0.0.0.0";
+
+/// openwrk's own secrets in its environment; children get theirs explicitly.
+const HIDDEN_FROM_CHILDREN: [&str; 4] = [
+    "OPENWRK_OPENCODE_PASSWORD",
+    "OPENWRK_OPENWORK_TOKEN",
+    "OPENWRK_HOST_TOKEN",
+    super::SUPERVISOR_ENV,
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub host: String,
+    pub port: u16,
+}
+
+/// The resolved binaries.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub opencode: Resolved,
+    pub openwork: Resolved,
+    pub owpenbot: Option<Resolved>,
+}
+
+pub struct Plan {
+    pub run_id: String,
+    pub workspace: PathBuf,
+    pub data_dir: PathBuf,
+    pub creds: Credentials,
+    pub opencode: Listen,
+    pub openwork: Listen,
+    /// `None` with `--no-owpenbot`.
+    pub owpenbot_port: Option<u16>,
+    pub connect_host: String,
+    pub bins: Binaries,
+    pub args: StartArgs,
+    /// Held per sidecar so that no two free ports collide and nobody takes
+    /// them before the child binds.
+    reserved: Vec<(&'static str, TcpListener)>,
+}
+
+/// A host as it appears in a URL; wildcard listen addresses are reached over loopback.
+fn url_host(host: &str, for_local: bool) -> String {
+    let host = if for_local && (host == WILDCARD || host == "::" || host.is_empty()) {
+        LOOPBACK
+    } else {
+        host
+    };
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+impl Plan {
+    /// Frees a sidecar's reserved port just before it starts.
+    pub fn release_port(&mut self, name: &str) {
+        self.reserved.retain(|(n, _)| *n != name);
+    }
+
+    /// OpenCode as openwrk and owpenbot reach it (loopback for a wildcard listener).
+    pub fn opencode_local_url(&self) -> String {
+        format!(
+            "http://{}:{}",
+            url_host(&self.opencode.host, true),
+            self.opencode.port
+        )
+    }
+
+    /// OpenCode as remote clients reach it (the connect host).
+    pub fn opencode_public_url(&self) -> String {
+        format!(
+            "http://{}:{}",
+            url_host(&self.connect_host, false),
+            self.opencode.port
+        )
+    }
+
+    pub fn openwork_local_url(&self) -> String {
+        format!(
+            "http://{}:{}",
+            url_host(&self.openwork.host, true),
+            self.openwork.port
+        )
+    }
+
+    pub fn openwork_public_url(&self) -> String {
+        format!(
+            "http://{}:{}",
+            url_host(&self.connect_host, false),
+            self.openwork.port
+        )
+    }
+
+    pub fn owpenbot_url(&self) -> Option<String> {
+        self.owpenbot_port.map(|p| format!("http://{LOOPBACK}:{p}"))
+    }
+
+    pub fn authorization(&self) -> String {
+        crate::credentials::basic_auth(&self.creds.opencode_username, &self.creds.opencode_password)
+    }
+
+    fn spec(&self, name: &'static str, binary: &Resolved, args: Vec<String>) -> Spec {
+        Spec {
+            name,
+            binary: binary.path.clone(),
+            args: args.into_iter().map(OsString::from).collect(),
+            env: vec![("OPENWRK_RUN_ID".into(), self.run_id.clone())],
+            env_remove: HIDDEN_FROM_CHILDREN.iter().map(|s| s.to_string()).collect(),
+            cwd: self.workspace.clone(),
+        }
+    }
+
+    pub fn opencode_spec(&self) -> Spec {
+        let mut args = vec![
+            "serve".to_string(),
+            "--hostname".into(),
+            self.opencode.host.clone(),
+            "--port".into(),
+            self.opencode.port.to_string(),
+            // Without it OpenCode logs only to a file.
+            "--print-logs".into(),
+            "--log-level".into(),
+            "INFO".into(),
+        ];
+        for origin in &self.args.cors {
+            args.push("--cors".into());
+            args.push(origin.clone());
+        }
+        let mut spec = self.spec(OPENCODE, &self.bins.opencode, args);
+        spec.env.extend([
+            (
+                "OPENCODE_SERVER_USERNAME".into(),
+                self.creds.opencode_username.clone(),
+            ),
+            (
+                "OPENCODE_SERVER_PASSWORD".into(),
+                self.creds.opencode_password.clone(),
+            ),
+        ]);
+        spec
+    }
+
+    pub fn openwork_spec(&self) -> Spec {
+        let workspace = self.workspace.display().to_string();
+        let approval = match self.args.approval {
+            Approval::Manual => "manual",
+            Approval::Auto => "auto",
+        };
+        let mut args = vec![
+            "--host".to_string(),
+            self.openwork.host.clone(),
+            "--port".into(),
+            self.openwork.port.to_string(),
+            "--approval".into(),
+            approval.into(),
+            "--approval-timeout".into(),
+            self.args.approval_timeout.to_string(),
+            "--opencode-base-url".into(),
+            self.opencode_public_url(),
+            "--opencode-directory".into(),
+            workspace.clone(),
+            "--workspace".into(),
+            workspace,
+        ];
+        if !self.args.cors.is_empty() {
+            args.push("--cors".into());
+            args.push(self.args.cors.join(","));
+        }
+        if self.args.read_only {
+            args.push("--read-only".into());
+        }
+        let mut spec = self.spec(OPENWORK_SERVER, &self.bins.openwork, args);
+        spec.env.extend([
+            ("OPENWORK_TOKEN".into(), self.creds.openwork_token.clone()),
+            ("OPENWORK_HOST_TOKEN".into(), self.creds.host_token.clone()),
+            (
+                "OPENWORK_OPENCODE_USERNAME".into(),
+                self.creds.opencode_username.clone(),
+            ),
+            (
+                "OPENWORK_OPENCODE_PASSWORD".into(),
+                self.creds.opencode_password.clone(),
+            ),
+        ]);
+        if self.args.no_log_requests {
+            spec.env.push(("OPENWORK_LOG_REQUESTS".into(), "0".into()));
+        }
+        spec
+    }
+
+    pub fn owpenbot_spec(&self) -> Option<Spec> {
+        let (bin, port) = (self.bins.owpenbot.as_ref()?, self.owpenbot_port?);
+        let workspace = self.workspace.display().to_string();
+        let args = vec![
+            "start".to_string(),
+            workspace.clone(),
+            "--opencode-url".into(),
+            self.opencode_local_url(),
+        ];
+        let mut spec = self.spec(OWPENBOT, bin, args);
+        spec.env.extend([
+            (
+                "OPENCODE_SERVER_USERNAME".into(),
+                self.creds.opencode_username.clone(),
+            ),
+            (
+                "OPENCODE_SERVER_PASSWORD".into(),
+                self.creds.opencode_password.clone(),
+            ),
+            ("OPENCODE_DIRECTORY".into(), workspace),
+            ("OWPENBOT_HEALTH_PORT".into(), port.to_string()),
+            (
+                "OWPENBOT_DATA_DIR".into(),
+                self.data_dir.join("owpenbot").display().to_string(),
+            ),
+        ]);
+        Some(spec)
+    }
+}
+
+/// Decides everything but does not start anything.
+pub async fn prepare(
+    global: &Global,
+    args: &StartArgs,
+    run_id: &str,
+    logger: &Logger,
+) -> Result<Plan, Failure> {
+    let workspace = workspace(args)?;
+    let creds = Credentials::fill(
+        &args.opencode_username,
+        args.opencode_password.as_deref(),
+        args.openwork_token.as_deref(),
+        args.host_token.as_deref(),
+    )
+    .map_err(|e| Failure {
+        message: e.to_string(),
+        code: 1,
+    })?;
+    logger.add_secrets(creds.secrets());
+
+    let listen_host = |given: &str| {
+        if args.remote_access && given == LOOPBACK {
+            WILDCARD.to_string()
+        } else {
+            given.to_string()
+        }
+    };
+    let mut reserved = Vec::new();
+    let opencode = reserve(
+        OPENCODE,
+        &listen_host(&args.opencode_host),
+        args.opencode_port,
+        None,
+        ("--opencode-port", "OPENWRK_OPENCODE_PORT"),
+        &mut reserved,
+    )?;
+    let openwork = reserve(
+        OPENWORK_SERVER,
+        &listen_host(&args.openwork_host),
+        args.openwork_port,
+        Some(DEFAULT_OPENWORK_PORT),
+        ("--openwork-port", "OPENWRK_OPENWORK_PORT"),
+        &mut reserved,
+    )?;
+    let owpenbot_port = if args.no_owpenbot {
+        None
+    } else {
+        Some(
+            reserve(
+                OWPENBOT,
+                LOOPBACK,
+                args.owpenbot_health_port,
+                None,
+                ("--owpenbot-health-port", "OPENWRK_OWPENBOT_HEALTH_PORT"),
+                &mut reserved,
+            )?
+            .port,
+        )
+    };
+    let connect_host = match &args.connect_host {
+        Some(h) if !h.is_empty() => h.clone(),
+        _ if args.remote_access => first_non_loopback_ipv4().unwrap_or_else(|| {
+            logger.warn("--remote-access: no non-loopback IPv4 address found; advertising 127.0.0.1 (pass --connect-host HOST)");
+            LOOPBACK.to_string()
+        }),
+        _ => LOOPBACK.to_string(),
+    };
+    let data_dir = crate::commands::data_dir(global)?;
+    let bins = resolve(global, args, logger).await?;
+    Ok(Plan {
+        run_id: run_id.to_string(),
+        workspace,
+        data_dir,
+        creds,
+        opencode,
+        openwork,
+        owpenbot_port,
+        connect_host,
+        bins,
+        args: args.clone(),
+        reserved,
+    })
+}
+
+fn workspace(args: &StartArgs) -> Result<PathBuf, Failure> {
+    let given = match &args.workspace {
+        Some(w) => w.clone(),
+        None => std::env::current_dir().map_err(|e| Failure {
+            message: format!("cannot read the current directory: {e}\nhint: pass --workspace DIR"),
+            code: 2,
+        })?,
+    };
+    let canonical = given.canonicalize().ok().filter(|p| p.is_dir());
+    canonical.ok_or_else(|| Failure {
+        message: format!(
+            "workspace {} is not an existing directory\nhint: pass --workspace DIR (or OPENWRK_WORKSPACE) with a directory that exists",
+            given.display()
+        ),
+        code: 2,
+    })
+}
+
+/// Binds the port to prove it is free and keeps it until the child starts.
+///
+/// A busy port the user named is a usage error (exit 2, SPEC §9): the fix is
+/// another value for the flag the message names, not a configuration file.
+fn reserve(
+    name: &'static str,
+    host: &str,
+    explicit: Option<u16>,
+    preferred: Option<u16>,
+    (flag, env): (&str, &str),
+    reserved: &mut Vec<(&'static str, TcpListener)>,
+) -> Result<Listen, Failure> {
+    let bind = |port: u16| TcpListener::bind((host, port));
+    let listener = match explicit {
+        // An explicit 0 asks for any free port, skipping the preferred one.
+        Some(0) => bind(0).map_err(|e| Failure {
+            message: format!("cannot find a free port on {host}: {e}\nhint: check the listen host"),
+            code: 2,
+        })?,
+        Some(port) => bind(port).map_err(|e| Failure {
+            message: if e.kind() == std::io::ErrorKind::AddrInUse {
+                format!("port {port} is in use ({flag} / {env})\nhint: stop whatever listens on {host}:{port}, or pass another {flag} (omit it to pick a free port)")
+            } else {
+                format!("cannot listen on {host}:{port} ({flag} / {env}): {e}\nhint: check the host and port")
+            },
+            code: 2,
+        })?,
+        None => preferred
+            .and_then(|p| bind(p).ok())
+            .map_or_else(|| bind(0), Ok)
+            .map_err(|e| Failure {
+                message: format!("cannot find a free port on {host}: {e}\nhint: check the listen host, or pass {flag}"),
+                code: 2,
+            })?,
+    };
+    let port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Failure {
+            message: format!("cannot read the port bound on {host}: {e}"),
+            code: 1,
+        })?;
+    reserved.push((name, listener));
+    Ok(Listen {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// The first IPv4 address of an interface that is up and not loopback.
+fn first_non_loopback_ipv4() -> Option<String> {
+    #[cfg(unix)]
+    {
+        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+        // SAFETY: getifaddrs fills `head` with a list we free below; we only read it in between.
+        unsafe {
+            if libc::getifaddrs(&mut head) != 0 {
+                return None;
+            }
+            let mut found = None;
+            let mut cur = head;
+            while !cur.is_null() {
+                let ifa = &*cur;
+                let up = ifa.ifa_flags & (libc::IFF_UP as libc::c_uint) != 0;
+                let loopback = ifa.ifa_flags & (libc::IFF_LOOPBACK as libc::c_uint) != 0;
+                if up && !loopback && !ifa.ifa_addr.is_null() {
+                    let addr = &*ifa.ifa_addr;
+                    if i32::from(addr.sa_family) == libc::AF_INET {
+                        let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                        let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                        found = Some(ip.to_string());
+                        break;
+                    }
+                }
+                cur = ifa.ifa_next;
+            }
+            libc::freeifaddrs(head);
+            found
+        }
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Resolves (and verifies) each sidecar through the shared resolver.
+async fn resolve(global: &Global, args: &StartArgs, logger: &Logger) -> Result<Binaries, Failure> {
+    let owpenbot_bin = if args.no_owpenbot {
+        None
+    } else {
+        args.owpenbot_bin.clone()
+    };
+    let settings = crate::commands::settings(
+        global,
+        [
+            args.opencode_bin.clone(),
+            args.openwork_server_bin.clone(),
+            owpenbot_bin,
+        ],
+    )?;
+    let mut resolver = crate::commands::resolver(global, settings)?;
+    let notify = logger.clone();
+    resolver.notify = Box::new(move |m| notify.info(m));
+    let mut names = vec![OPENCODE, OPENWORK_SERVER];
+    if !args.no_owpenbot {
+        names.push(OWPENBOT);
+    }
+    let loaded = if names.iter().any(|n| resolver.needs_manifest(n)) {
+        Some(resolver.load_manifest(false).await?)
+    } else {
+        None
+    };
+    let resolve_one = |name: &'static str| {
+        let (resolver, loaded) = (&resolver, loaded.as_ref());
+        async move {
+            let r = resolver.resolve(name, loaded).await?;
+            let line = describe(&r);
+            if global.verbose {
+                logger.info(&line);
+            } else {
+                logger.debug(&line);
+            }
+            Ok::<_, Failure>(r)
+        }
+    };
+    Ok(Binaries {
+        opencode: resolve_one(OPENCODE).await?,
+        openwork: resolve_one(OPENWORK_SERVER).await?,
+        owpenbot: if args.no_owpenbot {
+            None
+        } else {
+            Some(resolve_one(OWPENBOT).await?)
+        },
+    })
+}
+
+/// Where a sidecar comes from and how it was verified (`--verbose`).
+fn describe(r: &Resolved) -> String {
+    let how = match r.verified {
+        "warm" => "verified (its cache record matches; not rehashed)",
+        "sha256" => "verified (sha256 matches the manifest)",
+        _ => "not verified (external binary)",
+    };
+    format!(
+        "{}: source {}, version {}, path {}, {how}",
+        r.name,
+        r.origin.as_str(),
+        r.version,
+        r.path.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolved(name: &str) -> Resolved {
+        Resolved {
+            name: name.into(),
+            version: "1.0.0".into(),
+            target: crate::platform::Target::LinuxX64,
+            origin: crate::resolve::Origin::Cache,
+            path: PathBuf::from(format!("/bin/{name}")),
+            verified: "warm",
+        }
+    }
+
+    fn plan(remote: bool) -> Plan {
+        use clap::Parser as _;
+        let mut argv = vec![
+            "openwrk",
+            "serve",
+            "--cors",
+            "https://a.example,https://b.example",
+            "--read-only",
+            "--no-log-requests",
+        ];
+        if remote {
+            argv.push("--remote-access");
+        }
+        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
+        let crate::cli::Command::Serve(args) = cli.command else {
+            unreachable!()
+        };
+        Plan {
+            run_id: "run-1".into(),
+            workspace: PathBuf::from("/ws"),
+            data_dir: PathBuf::from("/data"),
+            creds: Credentials::fill("opencode", Some("pw"), Some("tok"), Some("host")).unwrap(),
+            opencode: Listen {
+                host: if remote { WILDCARD } else { LOOPBACK }.into(),
+                port: 4096,
+            },
+            openwork: Listen {
+                host: LOOPBACK.into(),
+                port: 8787,
+            },
+            owpenbot_port: Some(3005),
+            connect_host: if remote { "192.0.2.7" } else { LOOPBACK }.into(),
+            bins: Binaries {
+                opencode: resolved(OPENCODE),
+                openwork: resolved(OPENWORK_SERVER),
+                owpenbot: Some(resolved(OWPENBOT)),
+            },
+            args: *args,
+            reserved: Vec::new(),
+        }
+    }
+
+    fn argv(spec: &Spec) -> Vec<String> {
+        spec.args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn env(spec: &Spec, key: &str) -> Option<String> {
+        spec.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn child_command_lines_and_environments_follow_the_spec() {
+        let p = plan(true);
+        let oc = p.opencode_spec();
+        assert_eq!(
+            argv(&oc).join(" "),
+            "serve --hostname 0.0.0.0 --port 4096 --print-logs --log-level INFO --cors https://a.example --cors https://b.example"
+        );
+        assert_eq!(env(&oc, "OPENCODE_SERVER_PASSWORD").as_deref(), Some("pw"));
+        assert_eq!(env(&oc, "OPENWRK_RUN_ID").as_deref(), Some("run-1"));
+        let ow = p.openwork_spec();
+        assert_eq!(
+            argv(&ow).join(" "),
+            "--host 127.0.0.1 --port 8787 --approval manual --approval-timeout 30000 \
+             --opencode-base-url http://192.0.2.7:4096 --opencode-directory /ws --workspace /ws \
+             --cors https://a.example,https://b.example --read-only"
+        );
+        for (k, v) in [
+            ("OPENWORK_TOKEN", "tok"),
+            ("OPENWORK_HOST_TOKEN", "host"),
+            ("OPENWORK_OPENCODE_USERNAME", "opencode"),
+            ("OPENWORK_OPENCODE_PASSWORD", "pw"),
+            ("OPENWORK_LOG_REQUESTS", "0"),
+        ] {
+            assert_eq!(env(&ow, k).as_deref(), Some(v), "{k}");
+        }
+        let bot = p.owpenbot_spec().unwrap();
+        // owpenbot reaches a wildcard OpenCode over loopback.
+        assert_eq!(
+            argv(&bot).join(" "),
+            "start /ws --opencode-url http://127.0.0.1:4096"
+        );
+        assert_eq!(env(&bot, "OWPENBOT_HEALTH_PORT").as_deref(), Some("3005"));
+        assert_eq!(
+            env(&bot, "OWPENBOT_DATA_DIR").as_deref(),
+            Some("/data/owpenbot")
+        );
+        assert_eq!(env(&bot, "OPENCODE_DIRECTORY").as_deref(), Some("/ws"));
+        for spec in [&oc, &ow, &bot] {
+            assert_eq!(spec.cwd, PathBuf::from("/ws"));
+            assert!(spec
+                .env_remove
+                .contains(&"OPENWRK_OPENWORK_TOKEN".to_string()));
+            for secret in ["pw", "tok", "host"] {
+                assert!(
+                    !argv(spec).contains(&secret.to_string()),
+                    "{secret} in argv"
+                );
+            }
+        }
+        assert_eq!(plan(false).opencode_public_url(), "http://127.0.0.1:4096");
+    }
+
+    #[test]
+    fn wildcard_hosts_are_probed_over_loopback() {
+        assert_eq!(url_host("0.0.0.0", true), "127.0.0.1");
+        assert_eq!(url_host("0.0.0.0", false), "0.0.0.0");
+        assert_eq!(url_host("::1", false), "[::1]");
+        assert_eq!(url_host("example.org", true), "example.org");
+    }
+
+    #[test]
+    fn a_busy_explicit_port_names_the_flag() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let mut held = Vec::new();
+        let err = reserve(
+            "x",
+            "127.0.0.1",
+            Some(port),
+            None,
+            ("--openwork-port", "OPENWRK_OPENWORK_PORT"),
+            &mut held,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(err.code, 2);
+        assert!(err.message.starts_with(&format!(
+            "port {port} is in use (--openwork-port / OPENWRK_OPENWORK_PORT)"
+        )));
+        // Not given: the preferred port when free, else any free one.
+        let got = reserve("x", "127.0.0.1", None, Some(port), ("--x", "X"), &mut held).unwrap();
+        assert_ne!(got.port, port);
+    }
+}

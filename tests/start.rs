@@ -1,0 +1,793 @@
+//! `openwrk serve` / `start` / `stop` (the real binary) supervising the
+//! stand-in sidecars of test-support (SPEC §5, §7, §8). Every test has its own
+//! temp dir; a process whose working directory or command line is inside it
+//! belongs to that test, which is how "no child left" is checked.
+
+#![cfg(target_os = "linux")]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn standin(name: &str) -> PathBuf {
+    let path = openwrk_test_support::standin_bin(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build -p openwrk-test-support --bins` (`cargo test --workspace` builds it)",
+        path.display()
+    );
+    path
+}
+
+/// A test's private directory: workspace, data dir, wrapper scripts.
+struct Env {
+    tmp: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::Builder::new()
+            .prefix("openwrk-start-")
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir(tmp.path().join("ws")).unwrap();
+        Env { tmp }
+    }
+
+    fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn data(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    /// A script that runs a stand-in with extra environment (and maybe a line
+    /// of shell first), so one sidecar can misbehave while the others do not.
+    fn wrapper(&self, name: &str, env: &str, before: &str) -> PathBuf {
+        let path = self.path().join(format!("{name}.sh"));
+        let script = format!(
+            "#!/bin/sh\n{before}\n{env} exec '{}' \"$@\"\n",
+            standin(name).display()
+        );
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// `openwrk <command> …` with the three stand-ins and a hermetic environment.
+    fn openwrk(&self, command: &str, args: &[&str]) -> Command {
+        self.openwrk_with(command, args, [None, None, None])
+    }
+
+    fn openwrk_with(&self, command: &str, args: &[&str], bins: [Option<PathBuf>; 3]) -> Command {
+        let [oc, ow, bot] = bins;
+        let oc = oc.unwrap_or_else(|| standin("standin-opencode"));
+        let ow = ow.unwrap_or_else(|| standin("standin-openwork-server"));
+        let bot = bot.unwrap_or_else(|| standin("standin-owpenbot"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_openwrk"));
+        for (k, _) in std::env::vars() {
+            let ours = [
+                "OPENWRK_",
+                "STANDIN_",
+                "OPENCODE_",
+                "OPENWORK_",
+                "OWPENBOT_",
+            ];
+            if ours.iter().any(|p| k.starts_with(p)) || k == "NO_COLOR" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.arg(command)
+            .arg("--data-dir")
+            .arg(self.data())
+            .arg("--workspace")
+            .arg(self.path().join("ws"))
+            .arg("--opencode-bin")
+            .arg(oc)
+            .arg("--openwork-server-bin")
+            .arg(ow)
+            .arg("--owpenbot-bin")
+            .arg(bot)
+            .arg("--allow-external")
+            .args(["--color", "never"])
+            .args(args)
+            .stdin(Stdio::null());
+        if !args.contains(&"--openwork-port") {
+            // Parallel tests must not race for the default 8787.
+            cmd.args(["--openwork-port", "0"]);
+        }
+        cmd
+    }
+
+    /// `openwrk stop …` for this test's data dir.
+    fn stop(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_openwrk"));
+        cmd.env_remove("OPENWRK_RUN_ID")
+            .arg("stop")
+            .arg("--data-dir")
+            .arg(self.data())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Live processes that belong to this test.
+    fn processes(&self) -> Vec<(u32, String)> {
+        processes_under(self.path())
+    }
+
+    /// This test's stand-in sidecars.
+    fn sidecars(&self) -> Vec<(u32, String)> {
+        let mut found = self.processes();
+        found.retain(|(_, cmdline)| {
+            cmdline
+                .split(' ')
+                .next()
+                .is_some_and(|argv0| argv0.contains("standin-"))
+        });
+        found
+    }
+
+    /// Waits until none of this test's processes is left; returns the leftovers.
+    fn wait_no_processes(&self, within: Duration) -> Vec<(u32, String)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = self.processes();
+            if left.is_empty() || Instant::now() > deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // A failed test must not leak stand-ins into the next ones.
+        for (pid, _) in self.processes() {
+            signal(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Processes whose cwd is under `dir` or whose command line mentions it (zombies excluded).
+fn processes_under(dir: &Path) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
+        if cwd.starts_with(dir) || cmdline.contains(&needle) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// A running openwrk whose output is collected line by line.
+struct Run {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+fn collect<R: std::io::Read + Send + 'static>(r: R) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            match line {
+                Ok(l) => sink.lock().unwrap().push(l),
+                Err(_) => break,
+            }
+        }
+    });
+    lines
+}
+
+impl Run {
+    fn start(mut cmd: Command) -> Run {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        Run {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    fn wait_line(&self, on_stderr: bool, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        let lines = if on_stderr {
+            &self.stderr
+        } else {
+            &self.stdout
+        };
+        loop {
+            if let Some(l) = lines.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {needle:?} within {within:?}\nstdout:\n{}\nstderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The pairing JSON (`--json`) once openwrk is ready.
+    fn wait_pairing(&self) -> Value {
+        let line = self.wait_line(false, "\"runId\"", Duration::from_secs(20));
+        serde_json::from_str(&line).unwrap()
+    }
+
+    fn signal(&self, sig: i32) {
+        signal(self.child.id(), sig);
+    }
+
+    fn wait(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader threads catch the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "openwrk did not exit within {within:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_to_end(cmd: Command, within: Duration) -> (ExitStatus, String, String) {
+    let mut run = Run::start(cmd);
+    let status = run.wait(within);
+    (status, run.stdout(), run.stderr())
+}
+
+fn assert_nothing_left(env: &Env) {
+    let left = env.wait_no_processes(Duration::from_secs(3));
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+#[test]
+fn check_json_prints_pairing_and_leaves_nothing() {
+    let env = Env::new();
+    let (status, stdout, stderr) = run_to_end(
+        env.openwrk("serve", &["--check", "--json", "--run-id", "happy-1"]),
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{status:?}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON document on stdout:\n{stdout}");
+    let p: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(p["runId"], "happy-1");
+    let ws = env.path().join("ws").canonicalize().unwrap();
+    assert_eq!(p["workspace"], ws.display().to_string());
+    for url in [&p["openwork"]["url"], &p["opencode"]["url"]] {
+        assert!(
+            url.as_str().unwrap().starts_with("http://127.0.0.1:"),
+            "{p}"
+        );
+    }
+    for token in [
+        &p["openwork"]["token"],
+        &p["openwork"]["hostToken"],
+        &p["opencode"]["password"],
+    ] {
+        assert!(token.as_str().unwrap().len() >= 22, "≥128 bits: {p}");
+    }
+    assert_eq!(p["opencode"]["username"], "opencode");
+    assert_eq!(p["opencode"]["version"], "0.0.0-standin");
+    assert_eq!(p["owpenbot"]["enabled"], true);
+    assert!(p["owpenbot"]["healthPort"].as_u64().unwrap() > 0);
+    assert!(p["attach"].as_str().unwrap().contains(&format!(
+        "opencode attach {}",
+        p["opencode"]["url"].as_str().unwrap()
+    )));
+    assert!(stderr.contains("check passed"), "{stderr}");
+    assert!(env.processes().is_empty(), "{:?}", env.processes());
+}
+
+#[test]
+fn opencode_exiting_at_startup_is_named_with_status_and_lines() {
+    let env = Env::new();
+    let mut cmd = env.openwrk("serve", &["--check"]);
+    cmd.env("STANDIN_MODE", "exit:3");
+    let (status, _, stderr) = run_to_end(cmd, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: opencode exited during startup (exit status 3)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("last 1 log lines of opencode"), "{stderr}");
+    assert!(
+        stderr.contains("STANDIN_MODE=exit:3, exiting before listening"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint:"), "{stderr}");
+    assert_nothing_left(&env);
+}
+
+#[test]
+fn never_healthy_opencode_times_out_and_everything_stops() {
+    let env = Env::new();
+    let mut cmd = env.openwrk("serve", &["--check", "--startup-timeout", "2"]);
+    cmd.env("STANDIN_MODE", "never-healthy");
+    let started = Instant::now();
+    let (status, _, stderr) = run_to_end(cmd, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(
+        stderr.contains("error: opencode did not become healthy within 2 s"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("HTTP 503"), "{stderr}");
+    assert_nothing_left(&env);
+}
+
+#[test]
+fn openwork_server_crashing_stops_the_run() {
+    let env = Env::new();
+    let ow = env.wrapper("standin-openwork-server", "STANDIN_MODE=crash-after:1s", "");
+    let mut run = Run::start(env.openwrk_with("serve", &["--json"], [None, Some(ow), None]));
+    run.wait_pairing();
+    let status = run.wait(Duration::from_secs(20));
+    let stderr = run.stderr();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: openwork-server (pid")
+            && stderr.contains("exited (exit status 1); stopped everything"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("crashing with exit code 1"), "{stderr}");
+    assert_nothing_left(&env);
+}
+
+#[test]
+fn a_busy_explicit_port_fails_before_anything_starts() {
+    let env = Env::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (status, _, stderr) = run_to_end(
+        env.openwrk("serve", &["--check", "--openwork-port", &port]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: port {port} is in use (--openwork-port / OPENWRK_OPENWORK_PORT)"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("opencode server listening"), "{stderr}");
+    assert_nothing_left(&env);
+}
+
+#[test]
+fn owpenbot_exiting_is_a_warning_unless_required() {
+    let env = Env::new();
+    let bot = env.wrapper("standin-owpenbot", "STANDIN_MODE=crash-after:1s", "");
+    let mut run =
+        Run::start(env.openwrk_with("serve", &["--json"], [None, None, Some(bot.clone())]));
+    run.wait_pairing();
+    run.wait_line(true, "owpenbot (pid", Duration::from_secs(10));
+    assert!(run.stderr().contains("keep running"), "{}", run.stderr());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        run.child.try_wait().unwrap().is_none(),
+        "openwrk keeps running"
+    );
+    let left: Vec<String> = env.sidecars().into_iter().map(|(_, c)| c).collect();
+    assert!(
+        left.iter().any(|c| c.contains("standin-opencode")),
+        "{left:?}"
+    );
+    assert!(
+        left.iter().any(|c| c.contains("standin-openwork-server")),
+        "{left:?}"
+    );
+    run.signal(libc::SIGTERM);
+    assert_eq!(
+        run.wait(Duration::from_secs(15)).code(),
+        Some(0),
+        "{}",
+        run.stderr()
+    );
+    assert_nothing_left(&env);
+
+    let mut run = Run::start(env.openwrk_with(
+        "serve",
+        &["--json", "--owpenbot-required"],
+        [None, None, Some(bot)],
+    ));
+    run.wait_pairing();
+    let status = run.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("error: owpenbot (pid"),
+        "{}",
+        run.stderr()
+    );
+    assert_nothing_left(&env);
+}
+
+#[test]
+fn sigterm_stops_children_exit_0_when_ready_and_143_before() {
+    let env = Env::new();
+    let mut run = Run::start(env.openwrk("serve", &["--json"]));
+    run.wait_pairing();
+    assert_eq!(env.sidecars().len(), 3, "{:?}", env.processes());
+    run.signal(libc::SIGTERM);
+    let status = run.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "{}", run.stderr());
+    assert!(env.processes().is_empty(), "{:?}", env.processes());
+
+    let mut cmd = env.openwrk("serve", &[]);
+    cmd.env("STANDIN_MODE", "slow-start:10s");
+    let mut run = Run::start(cmd);
+    run.wait_line(true, "waiting", Duration::from_secs(10));
+    run.signal(libc::SIGTERM);
+    let status = run.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(143), "{}", run.stderr());
+    assert!(env.processes().is_empty(), "{:?}", env.processes());
+}
+
+#[test]
+fn sigkill_of_openwrk_takes_the_children_down() {
+    let env = Env::new();
+    let mut run = Run::start(env.openwrk("serve", &["--json"]));
+    run.wait_pairing();
+    assert_eq!(env.sidecars().len(), 3, "{:?}", env.processes());
+    run.signal(libc::SIGKILL);
+    run.wait(Duration::from_secs(5));
+    let left = env.wait_no_processes(Duration::from_secs(5));
+    assert!(left.is_empty(), "orphans: {left:?}");
+}
+
+#[test]
+fn children_ignoring_sigterm_get_sigkill_after_the_grace_period() {
+    let env = Env::new();
+    let mut cmd = env.openwrk("serve", &["--check"]);
+    cmd.env("STANDIN_IGNORE_SIGTERM", "1");
+    let started = Instant::now();
+    let (status, _, stderr) = run_to_end(cmd, Duration::from_secs(30));
+    assert!(status.success(), "{stderr}");
+    assert!(started.elapsed() >= Duration::from_secs(5), "{stderr}");
+    assert!(
+        stderr.contains("did not stop within 5 s of SIGTERM; sending SIGKILL"),
+        "{stderr}"
+    );
+    assert_nothing_left(&env);
+}
+
+#[test]
+fn json_logs_are_otel_records_with_the_run_id() {
+    let env = Env::new();
+    let (status, _, stderr) = run_to_end(
+        env.openwrk(
+            "serve",
+            &["--check", "--log-format", "json", "--run-id", "run-json-7"],
+        ),
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{stderr}");
+    let mut services = std::collections::BTreeSet::new();
+    for line in stderr.lines() {
+        let r: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert_eq!(r["attributes"]["run.id"], "run-json-7", "{line}");
+        assert!(r["timeUnixNano"].as_str().unwrap().parse::<u128>().is_ok());
+        assert!(r["severityNumber"].as_u64().is_some());
+        assert_eq!(r["resource"]["service.namespace"], "openwrk");
+        assert!(r["attributes"]["process.pid"].as_u64().is_some());
+        services.insert(
+            r["attributes"]["service.name"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    for s in ["openwrk", "opencode", "openwork-server", "owpenbot"] {
+        assert!(services.contains(s), "no record from {s}: {services:?}");
+    }
+    // pino (owpenbot) and logfmt (OpenCode) lines are parsed, not kept verbatim.
+    assert!(
+        stderr.contains(r#""body":"no channel configured (telegram, whatsapp)""#),
+        "{stderr}"
+    );
+    assert!(stderr.contains(r#""severityText":"WARN""#), "{stderr}");
+    assert!(stderr.contains(r#""body":"server listening""#), "{stderr}");
+}
+
+#[test]
+fn secrets_stay_out_of_logs_and_argv() {
+    let env = Env::new();
+    let (password, token, host) = (
+        "pw-Secret-9f8e7d6c",
+        "tok-Secret-1a2b3c4d",
+        "host-Secret-5e6f7a8b",
+    );
+    // OpenCode echoing its password must not leak it into the log.
+    let oc = env.wrapper(
+        "standin-opencode",
+        "",
+        "echo \"my password is $OPENCODE_SERVER_PASSWORD\" >&2",
+    );
+    let mut cmd = env.openwrk_with(
+        "serve",
+        &["--json", "--no-log-requests"],
+        [Some(oc), None, None],
+    );
+    cmd.env("OPENWRK_OPENCODE_PASSWORD", password)
+        .env("OPENWRK_OPENWORK_TOKEN", token)
+        .env("OPENWRK_HOST_TOKEN", host);
+    let mut run = Run::start(cmd);
+    let p = run.wait_pairing();
+    assert_eq!(p["opencode"]["password"], password);
+    assert_eq!(p["openwork"]["token"], token);
+    assert_eq!(p["openwork"]["hostToken"], host);
+    let children = env.sidecars();
+    assert_eq!(children.len(), 3, "{children:?}");
+    for (pid, cmdline) in &children {
+        for s in [password, token, host] {
+            assert!(!cmdline.contains(s), "{s} in argv of {pid}: {cmdline}");
+        }
+        if cmdline.contains("standin-openwork-server") {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+            let environ = String::from_utf8_lossy(&environ);
+            assert!(environ.contains(&format!("OPENWORK_TOKEN={token}")));
+            assert!(environ.contains("OPENWORK_LOG_REQUESTS=0"));
+            assert!(
+                !environ.contains("OPENWRK_OPENWORK_TOKEN"),
+                "openwrk's own copy is not passed on"
+            );
+        }
+    }
+    run.signal(libc::SIGTERM);
+    assert_eq!(run.wait(Duration::from_secs(15)).code(), Some(0));
+    let stderr = run.stderr();
+    assert!(stderr.contains("my password is ***"), "{stderr}");
+    for s in [password, token, host] {
+        assert!(!stderr.contains(s), "{s} leaked into the log:\n{stderr}");
+    }
+    assert_nothing_left(&env);
+}
+
+#[test]
+fn detach_then_stop() {
+    let env = Env::new();
+    let (status, stdout, stderr) = run_to_end(
+        env.openwrk("serve", &["--detach", "--json", "--run-id", "bg-1"]),
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{stderr}");
+    let p: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(p["runId"], "bg-1");
+    assert!(stderr.contains("openwrk stop --run-id bg-1"), "{stderr}");
+    let record = env.data().join("runs/bg-1.json");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&record).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let r: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(r["children"].as_array().unwrap().len(), 3, "{r}");
+    let log = std::fs::read_to_string(env.data().join("runs/bg-1.log")).unwrap();
+    assert!(log.contains("openwork-server is healthy"), "{log}");
+    assert!(
+        !log.contains(p["openwork"]["token"].as_str().unwrap()),
+        "{log}"
+    );
+    // The supervisor and the three children keep running after openwrk exited.
+    assert_eq!(env.sidecars().len(), 3, "{:?}", env.processes());
+    assert_eq!(env.processes().len(), 4, "{:?}", env.processes());
+
+    let (status, stdout, stderr) = run_to_end(env.stop(), Duration::from_secs(20));
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("stopped run bg-1"), "{stdout}");
+    assert!(!record.exists());
+    assert_nothing_left(&env);
+
+    // A supervisor killed outright takes its children along; stop cleans up the record.
+    let (status, _, stderr) = run_to_end(
+        env.openwrk("serve", &["--detach", "--run-id", "bg-2"]),
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{stderr}");
+    let record = env.data().join("runs/bg-2.json");
+    let r: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    signal(r["supervisorPid"].as_u64().unwrap() as u32, libc::SIGKILL);
+    assert_nothing_left(&env);
+    let (status, stdout, _) = run_to_end(env.stop(), Duration::from_secs(20));
+    assert!(status.success());
+    assert!(
+        stdout.contains("run bg-2 was no longer running; removed its record"),
+        "{stdout}"
+    );
+    assert!(!record.exists());
+
+    let (status, _, stderr) = run_to_end(env.stop(), Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("no detached run to stop"), "{stderr}");
+}
+
+/// A local mirror (manifest plus assets) whose sidecars are the stand-ins.
+fn stand_in_dist(dir: &Path) -> PathBuf {
+    use openwrk::digest::hash_file;
+    use openwrk_test_support::fixtures::{self, Entry};
+    std::fs::create_dir_all(dir).unwrap();
+    let t = fixtures::host_target();
+    let opencode = dir.join("opencode");
+    fixtures::write_binary(&opencode, "opencode", Some(&standin("standin-opencode")), 0).unwrap();
+    let asset = format!("opencode-{t}.tar.gz");
+    fixtures::tar_gz(&dir.join(&asset), &[("opencode", Entry::File(&opencode))]).unwrap();
+    let (bin, archive) = (
+        hash_file(&opencode).unwrap(),
+        hash_file(&dir.join(&asset)).unwrap(),
+    );
+    std::fs::remove_file(&opencode).unwrap();
+    let mut entries = serde_json::json!({
+        "opencode": {"version": "1.0.0", "targets": {t: {
+            "asset": asset, "sha256": archive.sha256, "size": archive.size, "archive": "tar.gz",
+            "binary": "opencode", "binarySha256": bin.sha256, "binarySize": bin.size}}}
+    });
+    for name in ["openwork-server", "owpenbot"] {
+        let file = format!("{name}-{t}");
+        let real = standin(&format!("standin-{name}"));
+        fixtures::write_binary(&dir.join(&file), name, Some(&real), 0).unwrap();
+        let d = hash_file(&dir.join(&file)).unwrap();
+        entries[name] = serde_json::json!({"version": "2.0.0", "targets": {t: {
+            "asset": file, "sha256": d.sha256, "size": d.size}}});
+    }
+    let manifest = serde_json::json!({"schemaVersion": 1, "version": "0.1.0",
+        "generatedAt": "2023-11-14T22:13:20Z", "entries": entries});
+    let path = dir.join("openwrk-sidecars.json");
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn sidecars_from_a_manifest_are_verified_then_warm() {
+    let env = Env::new();
+    let manifest = stand_in_dist(&env.path().join("dist"));
+    let serve = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_openwrk"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("OPENWRK_") || k.starts_with("STANDIN_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.args([
+            "serve",
+            "--check",
+            "--verbose",
+            "--openwork-port",
+            "0",
+            "--color",
+            "never",
+        ])
+        .arg("--sidecar-manifest")
+        .arg(&manifest)
+        .arg("--data-dir")
+        .arg(env.data())
+        .arg("--workspace")
+        .arg(env.path().join("ws"))
+        .stdin(Stdio::null());
+        run_to_end(cmd, Duration::from_secs(60))
+    };
+    let (status, stdout, stderr) = serve();
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("openwrk is ready"), "{stdout}");
+    assert!(
+        stderr.contains("opencode: source downloaded, version 1.0.0")
+            && stderr.contains("verified (sha256 matches the manifest)"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = serve();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("openwork-server: source cache, version 2.0.0")
+            && stderr.contains("verified (its cache record matches; not rehashed)"),
+        "{stderr}"
+    );
+    assert_nothing_left(&env);
+}
+
+#[test]
+fn real_opencode_check_events() {
+    let Some(bin) = std::env::var_os("OPENWRK_TEST_OPENCODE_BIN").filter(|v| !v.is_empty()) else {
+        println!(
+            "skipped: OPENWRK_TEST_OPENCODE_BIN is not set (.ci/run fetches the real OpenCode)"
+        );
+        return;
+    };
+    let env = Env::new();
+    let home = env.path().join("home");
+    let mut cmd = env.openwrk_with(
+        "serve",
+        &["--check", "--check-events", "--json"],
+        [Some(PathBuf::from(bin)), None, None],
+    );
+    cmd.env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .env("OPENCODE_DISABLE_MODELS_FETCH", "1")
+        .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
+        .env("OPENCODE_DISABLE_LSP_DOWNLOAD", "1");
+    let (status, stdout, stderr) = run_to_end(cmd, Duration::from_secs(90));
+    assert!(status.success(), "{stderr}");
+    let p: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(
+        p["opencode"]["version"]
+            .as_str()
+            .is_some_and(|v| v.contains('.')),
+        "{p}"
+    );
+    assert!(
+        stderr.contains("first event `server.connected`"),
+        "{stderr}"
+    );
+    assert_nothing_left(&env);
+}
