@@ -137,6 +137,16 @@ pub async fn run() -> anyhow::Result<()> {
     run(&["sidecars", "fetch"])?;
     run(&["sidecars", "verify"])?;
     run(&["sidecars", "list"])?;
+    // The job users run every day: bring the host up, check it, print the pairing details, stop.
+    let workspace = tmp.path().join("workspace");
+    std::fs::create_dir_all(&workspace)?;
+    run(&[
+        "serve",
+        "--check",
+        "--check-events",
+        "--workspace",
+        workspace.to_str().unwrap_or("."),
+    ])?;
     println!(
         "\ndemo: the mirror served {} requests; sidecars cached under {}; nothing left the machine",
         mirror.requests(),
