@@ -15,12 +15,15 @@ pub enum Which {
     Bundle,
     /// First fetch of a 150 MB sidecar from a loopback mirror; warm resolution.
     Fetch,
+    /// Launch to all-healthy with the real OpenCode, against OpenCode alone.
+    Start,
 }
 
 pub async fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Bundle => bench_bundle(),
         Which::Fetch => bench_fetch(),
+        Which::Start => bench_start().await,
     }
 }
 
@@ -249,6 +252,204 @@ fn bench_fetch() -> anyhow::Result<()> {
     );
     println!("  reproduce: cargo xtask bench fetch");
     Ok(())
+}
+
+/// The real OpenCode: `OPENWRK_TEST_OPENCODE_BIN`, else the copy `.ci/run` caches.
+fn real_opencode() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("OPENWRK_TEST_OPENCODE_BIN").filter(|p| !p.is_empty()) {
+        return Some(p.into());
+    }
+    let home = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))?;
+    let dir = home.join("openwrk-test/opencode");
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("package/bin/opencode"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// A private HOME for OpenCode (another OpenCode holding the default database makes it hang).
+fn private_opencode_env(cmd: &mut Command, home: &std::path::Path) {
+    cmd.env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .env("OPENCODE_DISABLE_MODELS_FETCH", "1")
+        .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
+        .env("OPENCODE_DISABLE_LSP_DOWNLOAD", "1");
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn bench_start() -> anyhow::Result<()> {
+    let Some(opencode) = real_opencode() else {
+        println!("bench start: skipped: no real OpenCode (set OPENWRK_TEST_OPENCODE_BIN, or run .ci/run once to cache the npm package opencode-linux-x64)");
+        return Ok(());
+    };
+    let bins = demo::build_workspace_bins()?;
+    crate::cargo_build(&[
+        "--quiet",
+        "--release",
+        "--package",
+        "openwrk",
+        "--bin",
+        "openwrk",
+    ])?;
+    let exe = std::env::consts::EXE_SUFFIX;
+    let openwrk = openwrk_test_support::target_dir()
+        .join("release")
+        .join(format!("openwrk{exe}"));
+    let tmp = tempfile::Builder::new()
+        .prefix("openwrk-bench-")
+        .tempdir()?;
+    let home = tmp.path().join("home");
+    let workspace = tmp.path().join("workspace");
+    std::fs::create_dir_all(&workspace)?;
+    let prober = openwrk::health::Prober::new()?;
+    const RUNS: usize = 5;
+
+    // Baseline: OpenCode alone, probed like openwrk probes it.
+    let mut alone = Vec::new();
+    for _ in 0..RUNS {
+        let port = free_port()?;
+        let mut cmd = Command::new(&opencode);
+        cmd.args([
+            "serve",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .env("OPENCODE_SERVER_PASSWORD", "bench")
+        .current_dir(&workspace)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        private_opencode_env(&mut cmd, &home);
+        let started = Instant::now();
+        let mut child = cmd.spawn()?;
+        let endpoint = openwrk::health::Endpoint::OpenCode {
+            base: format!("http://127.0.0.1:{port}"),
+            authorization: openwrk::credentials::basic_auth("opencode", "bench"),
+        };
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if prober.probe(&endpoint).await.is_up() {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                bail!("OpenCode alone was not healthy within 60 s");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(250));
+        }
+        alone.push(started.elapsed());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    // openwrk serve: launch until the pairing JSON is printed (all healthy), RSS, then a clean stop.
+    let (mut healthy, mut stops, mut rss_kib) = (Vec::new(), Vec::new(), 0u64);
+    for i in 0..RUNS {
+        let mut cmd = Command::new(&openwrk);
+        cmd.args([
+            "serve",
+            "--json",
+            "--allow-external",
+            "--openwork-port",
+            "0",
+        ])
+        .arg("--opencode-bin")
+        .arg(&opencode)
+        .arg("--openwork-server-bin")
+        .arg(bins.join(format!("standin-openwork-server{exe}")))
+        .arg("--owpenbot-bin")
+        .arg(bins.join(format!("standin-owpenbot{exe}")))
+        .arg("--workspace")
+        .arg(&workspace)
+        .env("OPENWRK_DATA_DIR", tmp.path().join(format!("data-{i}")))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+        private_opencode_env(&mut cmd, &home);
+        let started = Instant::now();
+        let mut child = cmd.spawn()?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        if serde_json::from_str::<serde_json::Value>(&line).is_err() {
+            let _ = child.kill();
+            bail!("openwrk serve did not become ready (first stdout line: {line:?})");
+        }
+        healthy.push(started.elapsed());
+        for _ in 0..5 {
+            rss_kib = rss_kib.max(vm_rss_kib(child.id()));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let stop = Instant::now();
+        // kill(1): SIGTERM without adding libc to xtask.
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()?;
+        let status = child.wait()?;
+        stops.push(stop.elapsed());
+        if !status.success() {
+            bail!("openwrk serve exited with {status} after SIGTERM");
+        }
+    }
+    let (alone, healthy, stop) = (median(alone), median(healthy), median(stops));
+    let ratio = healthy.as_secs_f64() / alone.as_secs_f64();
+    println!(
+        "bench start (real OpenCode {}, stand-in OpenWork server and Owpenbot, median of {RUNS})",
+        opencode.display()
+    );
+    println!(
+        "  baseline: OpenCode alone to healthy {:.2} s",
+        alone.as_secs_f64()
+    );
+    println!(
+        "  openwrk serve to all healthy {:.2} s   ratio {ratio:.2} (target ≤ 1.2){}",
+        healthy.as_secs_f64(),
+        verdict(ratio <= 1.2)
+    );
+    println!(
+        "  clean stop (SIGTERM to exit) {:.0} ms",
+        stop.as_secs_f64() * 1e3
+    );
+    println!(
+        "  openwrk RSS while supervising {:.1} MB (target < 15 MB){}",
+        rss_kib as f64 / 1024.0,
+        verdict(rss_kib < 15 * 1024)
+    );
+    println!("  reproduce: cargo xtask bench start");
+    Ok(())
+}
+
+/// Resident set size of a process (Linux `/proc`), 0 elsewhere.
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Median wall time of `n` runs of a command (output discarded).
