@@ -47,6 +47,12 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
+    #[error("`{entry}` in {archive} is larger than {limit} bytes\nhint: the archive is malformed or hostile (a decompression bomb); nothing was extracted")]
+    TooLarge {
+        archive: PathBuf,
+        entry: String,
+        limit: u64,
+    },
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -115,6 +121,7 @@ pub fn extract_binary(
     kind: ArchiveKind,
     binary: &str,
     dest: &Path,
+    limit: u64,
 ) -> Result<FileDigest, ArchiveError> {
     let wanted = check_entry_path(binary).map_err(|reason| ArchiveError::UnsafeEntry {
         archive: archive.to_path_buf(),
@@ -139,7 +146,7 @@ pub fn extract_binary(
         .tempfile_in(dir)
         .map_err(write_err)?;
     let digest = match kind {
-        ArchiveKind::TarGz => extract_tar(archive, &wanted, binary, tmp.as_file())?,
+        ArchiveKind::TarGz => extract_tar(archive, &wanted, binary, tmp.as_file(), limit)?,
         ArchiveKind::Zip => {
             let names = list_zip_checked(archive)?;
             let chosen =
@@ -157,7 +164,7 @@ pub fn extract_binary(
                     .as_ref()
                     == Some(&chosen)
                 {
-                    io::copy(&mut file, &mut out).map_err(corrupt)?;
+                    copy_limited(&mut file, &mut out, limit, archive, &chosen)?;
                     break;
                 }
             }
@@ -178,6 +185,7 @@ fn extract_tar(
     wanted: &Path,
     binary: &str,
     out: &File,
+    limit: u64,
 ) -> Result<FileDigest, ArchiveError> {
     let corrupt = |source: io::Error| ArchiveError::Corrupt {
         archive: archive.to_path_buf(),
@@ -208,7 +216,7 @@ fn extract_tar(
             file.set_len(0).map_err(write_err)?;
             io::Seek::rewind(&mut file).map_err(write_err)?;
             let mut w = HashingWriter::new(io::BufWriter::new(out));
-            io::copy(&mut entry, &mut w).map_err(corrupt)?;
+            copy_limited(&mut entry, &mut w, limit, archive, &path)?;
             copied = Some((exact, w.finish().map_err(write_err)?));
         }
         names.push(path);
@@ -251,6 +259,34 @@ fn check_tar_entry<R: Read>(
         return Ok(None);
     }
     Ok(kind.is_file().then_some(path))
+}
+
+/// The largest binary extracted when the manifest does not give its size.
+pub const MAX_BINARY_SIZE: u64 = 2 << 30;
+
+/// Copies at most `limit` bytes; more is a decompression bomb, not a binary.
+fn copy_limited(
+    reader: &mut impl Read,
+    writer: &mut impl Write,
+    limit: u64,
+    archive: &Path,
+    entry: &Path,
+) -> Result<(), ArchiveError> {
+    let copied = io::copy(&mut reader.take(limit.saturating_add(1)), writer).map_err(|source| {
+        ArchiveError::Corrupt {
+            archive: archive.to_path_buf(),
+            kind: "archive",
+            source,
+        }
+    })?;
+    if copied > limit {
+        return Err(ArchiveError::TooLarge {
+            archive: archive.to_path_buf(),
+            entry: entry.display().to_string(),
+            limit,
+        });
+    }
+    Ok(())
 }
 
 fn open(archive: &Path) -> Result<BufReader<File>, ArchiveError> {
@@ -472,7 +508,7 @@ mod tests {
             (p, ArchiveKind::TarGz)
         };
         let dest = dir.path().join("out");
-        extract_binary(&path, kind, "opencode", &dest)?;
+        extract_binary(&path, kind, "opencode", &dest, MAX_BINARY_SIZE)?;
         Ok(std::fs::read_to_string(dest).unwrap())
     }
 
@@ -504,6 +540,36 @@ mod tests {
             assert!(err.to_string().contains("a/opencode, b/opencode"), "{err}");
             let err = extract(&[("README", Bytes(b"r"))], zip).unwrap_err();
             assert!(matches!(err, ArchiveError::BinaryNotFound { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn decompression_bombs_stop_at_the_limit() {
+        use openwrk_test_support::fixtures::Entry::Bytes;
+        let big = vec![0u8; 1 << 20];
+        for zip in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, kind) = if zip {
+                let p = dir.path().join("a.zip");
+                openwrk_test_support::fixtures::zip(&p, &[("opencode", Bytes(&big))]).unwrap();
+                (p, ArchiveKind::Zip)
+            } else {
+                let p = dir.path().join("a.tar.gz");
+                openwrk_test_support::fixtures::tar_gz(&p, &[("opencode", Bytes(&big))]).unwrap();
+                (p, ArchiveKind::TarGz)
+            };
+            let dest = dir.path().join("out");
+            let err = extract_binary(&path, kind, "opencode", &dest, 1000).unwrap_err();
+            assert!(
+                matches!(err, ArchiveError::TooLarge { limit: 1000, .. }),
+                "{err}"
+            );
+            assert!(!dest.exists());
+            assert_eq!(
+                std::fs::read_dir(dir.path()).unwrap().count(),
+                1,
+                "no temp file left"
+            );
         }
     }
 

@@ -82,7 +82,36 @@ impl DownloadConfig {
 pub struct Expected {
     pub sha256: Option<String>,
     pub size: Option<u64>,
+    /// Most bytes accepted when `size` is unknown (manifests, signatures).
+    pub limit: Option<u64>,
 }
+
+impl Expected {
+    /// A small file of unknown size: at most `limit` bytes.
+    pub fn at_most(limit: u64) -> Expected {
+        Expected {
+            limit: Some(limit),
+            ..Expected::default()
+        }
+    }
+
+    /// Exactly these bytes.
+    pub fn exactly(sha256: Option<String>, size: u64) -> Expected {
+        Expected {
+            sha256,
+            size: Some(size),
+            limit: None,
+        }
+    }
+
+    fn cap(&self) -> Option<u64> {
+        self.size.or(self.limit)
+    }
+}
+
+/// Below this many bytes per idle-timeout window a body counts as stalled
+/// (a slow drip never trips a plain idle timeout).
+const MIN_BYTES_PER_WINDOW: u64 = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
@@ -98,6 +127,12 @@ pub enum DownloadError {
     Idle {
         url: String,
         secs: u64,
+        attempts: u32,
+    },
+    #[error("{url} sends less than 1 KiB per {secs} s (after {attempts} attempts)\nhint: the server is stalling; raise OPENWRK_IDLE_TIMEOUT or try a closer mirror")]
+    Stalled {
+        url: String,
+        secs: f64,
         attempts: u32,
     },
     #[error("{url} not found (HTTP {status})\nhint: the release or mirror does not have this file; check the version and --sidecar-base-url")]
@@ -122,7 +157,7 @@ pub enum DownloadError {
         cause: String,
         attempts: u32,
     },
-    #[error("{url} sent more than the {limit} bytes expected\nhint: the server serves a different file than the manifest names; nothing was kept")]
+    #[error("{url} announces or sends more than the {limit} bytes expected\nhint: the server serves a different file than the manifest names; nothing was kept")]
     TooLong { url: String, limit: u64 },
     #[error("size mismatch for {asset}\n  url:      {url}\n  expected: {expected} bytes\n  actual:   {actual} bytes\nhint: the server serves a different file than the manifest names; nothing was kept")]
     SizeMismatch {
@@ -319,7 +354,7 @@ impl Downloader {
                 if n == 0 {
                     break;
                 }
-                if let Some(limit) = expected.size.filter(|l| size + n as u64 > *l) {
+                if let Some(limit) = expected.cap().filter(|l| size + n as u64 > *l) {
                     return Err(DownloadError::TooLong { url: name, limit });
                 }
                 part.write(&buf[..n]).map_err(Attempt::into_inner)?;
@@ -408,7 +443,7 @@ impl Downloader {
         }
         let body_len = response.content_length();
         let total = body_len.map(|n| n + state.written);
-        if let (Some(limit), Some(total)) = (expected.size, total) {
+        if let (Some(limit), Some(total)) = (expected.cap(), total) {
             if total > limit {
                 return Err(Attempt::Fatal(DownloadError::TooLong {
                     url: url.into(),
@@ -422,9 +457,21 @@ impl Downloader {
             }
         }
         let mut stream = response.bytes_stream();
+        let mut window = (std::time::Instant::now(), 0u64);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.transport_error(url, e, expected.size.or(total)))?;
-            if let Some(limit) = expected.size {
+            window.1 += chunk.len() as u64;
+            if window.0.elapsed() >= self.config.idle_timeout {
+                if window.1 < MIN_BYTES_PER_WINDOW {
+                    return Err(Attempt::Retry(DownloadError::Stalled {
+                        url: url.into(),
+                        secs: self.config.idle_timeout.as_secs_f64(),
+                        attempts: 0,
+                    }));
+                }
+                window = (std::time::Instant::now(), 0);
+            }
+            if let Some(limit) = expected.cap() {
                 if state.written + chunk.len() as u64 > limit {
                     return Err(Attempt::Fatal(DownloadError::TooLong {
                         url: url.into(),
@@ -565,6 +612,7 @@ fn with_attempts(mut e: DownloadError, n: u32, written: u64) -> DownloadError {
     match &mut e {
         DownloadError::Connect { attempts, .. }
         | DownloadError::Idle { attempts, .. }
+        | DownloadError::Stalled { attempts, .. }
         | DownloadError::Status { attempts, .. } => *attempts = n,
         DownloadError::Truncated { attempts, got, .. } => {
             *attempts = n;

@@ -300,10 +300,7 @@ impl Resolver {
                 asset.name
             ));
         }
-        let expected = Expected {
-            sha256,
-            size: Some(asset.size),
-        };
+        let expected = Expected::exactly(sha256, asset.size);
         let archive_path = entry.dir.join(format!(".{}", asset.name));
         let bar = (self.progress)(&asset.name, asset.size);
         // A mirror covers OpenCode too; one without it falls back to GitHub (same digest check).
@@ -336,10 +333,11 @@ impl Resolver {
             entry.binary.clone(),
             target.exe_name(OPENCODE),
         );
-        let extracted =
-            tokio::task::spawn_blocking(move || archive::extract_binary(&ap, kind, &inner, &dest))
-                .await
-                .expect("extraction task");
+        let extracted = tokio::task::spawn_blocking(move || {
+            archive::extract_binary(&ap, kind, &inner, &dest, archive::MAX_BINARY_SIZE)
+        })
+        .await
+        .expect("extraction task");
         let _ = std::fs::remove_file(&archive_path);
         entry.record_digest(&extracted?)?;
         Ok(resolved(Origin::Downloaded, "sha256"))

@@ -477,7 +477,12 @@ impl Resolver {
         let fetched = dir.join(format!(".fetched-{}", std::process::id()));
         let result = self
             .downloader
-            .download(url, &fetched, &Expected::default(), &ProgressBar::hidden())
+            .download(
+                url,
+                &fetched,
+                &Expected::at_most(SMALL_FILE_LIMIT),
+                &ProgressBar::hidden(),
+            )
             .await;
         let bytes = match result {
             Ok(_) => std::fs::read(&fetched).map_err(|source| ResolveError::ManifestFile {
@@ -690,10 +695,7 @@ impl Resolver {
         }
         entry.clean_stale_parts();
         let source = base.join(asset.asset.as_str());
-        let expected = Expected {
-            sha256: Some(asset.sha256.to_string()),
-            size: Some(asset.size),
-        };
+        let expected = Expected::exactly(Some(asset.sha256.to_string()), asset.size);
         let bar = (self.progress)(asset.asset.as_str(), asset.size);
         match (&asset.archive, &asset.binary) {
             (Some(kind), Some(inner)) => {
@@ -706,8 +708,10 @@ impl Resolver {
                     entry.binary.clone(),
                     archive_path.clone(),
                 );
+                // The manifest says how large the binary is: not a byte more is extracted.
+                let want_size = want.size;
                 let extracted = tokio::task::spawn_blocking(move || {
-                    archive::extract_binary(&ap, kind, &inner, &dest)
+                    archive::extract_binary(&ap, kind, &inner, &dest, want_size)
                 })
                 .await
                 .expect("extraction task");
@@ -760,6 +764,9 @@ impl Resolver {
         }
     }
 }
+
+/// Manifests and signatures are small; an endless body is cut off here.
+const SMALL_FILE_LIMIT: u64 = 8 * 1024 * 1024;
 
 /// `<manifest>.minisig` beside a manifest file.
 fn sig_path(manifest: &Path) -> PathBuf {

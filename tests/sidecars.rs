@@ -1,6 +1,5 @@
 //! `openwrk sidecars …` (the real binary) against a loopback static mirror.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 
@@ -8,93 +7,9 @@ use openwrk_test_support::fixtures;
 use openwrk_test_support::ReleaseHost;
 use serde_json::{json, Value};
 
-/// A dist-like mirror directory for the host target, with its manifest.
-struct Mirror {
-    tmp: tempfile::TempDir,
-    host: ReleaseHost,
-}
+mod common;
 
-fn target() -> &'static str {
-    fixtures::host_target()
-}
-
-impl Mirror {
-    fn new() -> Mirror {
-        Self::with_pad(0)
-    }
-
-    fn with_pad(pad: u64) -> Mirror {
-        let tmp = tempfile::tempdir().unwrap();
-        fixtures::host_dist(&tmp.path().join("dist"), "1.0.0", pad, 0).unwrap();
-        let host = ReleaseHost::mirror(&tmp.path().join("dist"));
-        Mirror { tmp, host }
-    }
-
-    fn data(&self) -> PathBuf {
-        self.tmp.path().join("data")
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_openwrk"));
-        cmd.args(args)
-            .env("OPENWRK_DATA_DIR", self.data())
-            .env("OPENWRK_SIDECAR_BASE_URL", self.host.url())
-            .env("OPENWRK_RETRY_BACKOFF_MS", "5")
-            .env_remove("OPENWRK_SIDECAR_DIR")
-            .env_remove("OPENWORK_SIDECAR_DIR")
-            .env_remove("OPENWRK_SIDECAR_MANIFEST_URL")
-            .env_remove("OPENWRK_SIDECAR_SOURCE")
-            .env_remove("OPENWRK_OPENCODE_SOURCE")
-            .env_remove("OPENWRK_ALLOW_EXTERNAL");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn cache_dir(&self, name: &str) -> PathBuf {
-        self.data()
-            .join("sidecars")
-            .join(name)
-            .join("1.0.0")
-            .join(target())
-    }
-}
-
-fn ok(o: &Output) -> Value {
-    assert!(
-        o.status.success(),
-        "failed ({:?}):\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
-}
-
-fn fails(o: &Output, code: i32, needles: &[&str]) -> String {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(code), "stderr:\n{err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
-    }
-    err
-}
-
-fn rows(v: &Value) -> Vec<(String, String, String)> {
-    v["sidecars"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["name"].as_str().unwrap().into(),
-                r["source"].as_str().unwrap().into(),
-                r["verified"].as_str().unwrap().into(),
-            )
-        })
-        .collect()
-}
+use common::{fails, ok, rows, target, Mirror};
 
 #[test]
 fn fetch_then_warm_list_makes_no_requests() {

@@ -40,6 +40,14 @@ pub struct Faults {
     pub corrupt_downloads: AtomicBool,
     /// Per-connection bandwidth cap in bytes/s for downloads (0 = unlimited).
     pub throttle_bytes_per_sec: AtomicU64,
+    /// Downloads announce 1000 bytes more than they send.
+    pub wrong_length: AtomicBool,
+    /// Downloads send zeros forever, without a length.
+    pub endless: AtomicBool,
+    /// Downloads send one byte every this many milliseconds (0 = off).
+    pub drip_ms: AtomicU64,
+    /// Downloads answer `302` to this URL prefix + the path (another host, or a loop).
+    pub redirect_to: Mutex<Option<String>>,
 }
 
 #[derive(Clone, Debug)]
@@ -441,6 +449,38 @@ async fn serve_file(shared: &Shared, path: &Path, headers: &HeaderMap) -> Respon
     if take(&faults.fail_downloads) {
         return (StatusCode::INTERNAL_SERVER_ERROR, "injected failure").into_response();
     }
+    if let Some(prefix) = faults.redirect_to.lock().unwrap().clone() {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let mut r = StatusCode::FOUND.into_response();
+        r.headers_mut().insert(
+            header::LOCATION,
+            HeaderValue::from_str(&format!("{prefix}/{name}")).unwrap(),
+        );
+        return r;
+    }
+    if faults.endless.load(Ordering::SeqCst) {
+        let zeros = futures_util::stream::repeat_with(|| {
+            Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 64 * 1024]))
+        });
+        return Response::new(Body::from_stream(zeros));
+    }
+    let drip = faults.drip_ms.load(Ordering::SeqCst);
+    if drip > 0 {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let len = bytes.len();
+        let stream = futures_util::stream::unfold((bytes, 0usize), move |(bytes, i)| async move {
+            if i >= bytes.len() {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(drip)).await;
+            let b = Bytes::from(vec![bytes[i]]);
+            Some((Ok::<_, std::io::Error>(b), (bytes, i + 1)))
+        });
+        let mut r = Response::new(Body::from_stream(stream));
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        return r;
+    }
     let Ok(mut file) = tokio::fs::File::open(path).await else {
         return (StatusCode::NOT_FOUND, "Not Found").into_response();
     };
@@ -503,7 +543,12 @@ async fn serve_file(shared: &Shared, path: &Path, headers: &HeaderMap) -> Respon
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    let announced = if faults.wrong_length.load(Ordering::SeqCst) {
+        len + 1000
+    } else {
+        len
+    };
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(announced));
     if ranges {
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }

@@ -216,10 +216,7 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
                         target,
                         url: asset.browser_download_url.clone(),
                         asset: spec.asset.clone(),
-                        expected: Expected {
-                            sha256,
-                            size: Some(asset.size),
-                        },
+                        expected: Expected::exactly(sha256, asset.size),
                         archive: Some((spec.archive, spec.binary.clone())),
                     });
                 }
@@ -291,7 +288,7 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
                 let bin_path = bin_dir.join(Path::new(&binary).file_name().unwrap_or_default());
                 let (dest2, bin2) = (dest.clone(), bin_path.clone());
                 let binary_digest = tokio::task::spawn_blocking(move || {
-                    archive::extract_binary(&dest2, kind, &binary, &bin2)
+                    archive::extract_binary(&dest2, kind, &binary, &bin2, archive::MAX_BINARY_SIZE)
                 })
                 .await??;
                 Ok(Fetched {

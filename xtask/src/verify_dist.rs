@@ -119,10 +119,7 @@ pub async fn run(args: VerifyDistArgs) -> anyhow::Result<()> {
     for (name, entry) in &manifest.entries {
         for (target, t) in &entry.targets {
             assets += 1;
-            let expected = Expected {
-                sha256: Some(t.sha256.to_string()),
-                size: Some(t.size),
-            };
+            let expected = Expected::exactly(Some(t.sha256.to_string()), t.size);
             match source.get(t.asset.as_str(), &expected).await {
                 Ok(Some(path)) => {
                     let d = hash_file(&path)?;
