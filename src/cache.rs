@@ -12,6 +12,12 @@ use crate::platform::Target;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
+    #[error("the sidecar dir {path} is {problem}: another user could replace a verified binary\nhint: {fix}, or pick another with --sidecar-dir / OPENWRK_SIDECAR_DIR")]
+    Unsafe {
+        path: PathBuf,
+        problem: String,
+        fix: String,
+    },
     #[error("cannot use the sidecar cache at {path}: {source}\nhint: check its permissions, or pick another with --sidecar-dir / OPENWRK_SIDECAR_DIR")]
     Io {
         path: PathBuf,
@@ -70,6 +76,38 @@ impl Cache {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Refuses a cache that others could write to: world-writable, or owned by
+    /// another user. A missing dir is fine (it is created 0700 on first use).
+    pub fn check_permissions(&self) -> Result<(), CacheError> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let Ok(meta) = std::fs::metadata(&self.root) else {
+                return Ok(());
+            };
+            let unsafe_dir = |problem: String, fix: String| CacheError::Unsafe {
+                path: self.root.clone(),
+                problem,
+                fix,
+            };
+            if meta.mode() & 0o002 != 0 {
+                return Err(unsafe_dir(
+                    format!("world-writable (mode {:o})", meta.mode() & 0o7777),
+                    format!("chmod 700 {}", self.root.display()),
+                ));
+            }
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let me = unsafe { libc::geteuid() };
+            if meta.uid() != me {
+                return Err(unsafe_dir(
+                    format!("owned by uid {}, not by you (uid {me})", meta.uid()),
+                    format!("chown -R {me} {}", self.root.display()),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The entry for one sidecar build; `binary` is the executable's file name.

@@ -158,6 +158,7 @@ impl ResolveError {
             | ResolveError::Archive(_) => 5,
             ResolveError::Download(e) if e.is_verification() => 5,
             ResolveError::Download(_) => 4,
+            ResolveError::Cache(CacheError::Unsafe { .. }) => 3,
             ResolveError::Cache(_) => 1,
         }
     }

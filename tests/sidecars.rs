@@ -692,3 +692,53 @@ fn unsigned_local_manifest_needs_the_development_flag() {
         .unwrap();
     fails(&o, 3, &["is not signed"]);
 }
+
+#[cfg(unix)]
+#[test]
+fn unsafe_sidecar_dirs_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let m = Mirror::new();
+    let dir = m.data().join("sidecars");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    fails(
+        &m.run(&["sidecars", "list"]),
+        3,
+        &["world-writable (mode 777)", "chmod 700"],
+    );
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    ok(&m.run(&["sidecars", "fetch"]));
+    // Created dirs are private.
+    let mode = std::fs::metadata(m.cache_dir("opencode"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
+    let fresh = m.tmp.path().join("fresh-data");
+    let o = m
+        .cmd(&["sidecars", "list"])
+        .env("OPENWRK_DATA_DIR", &fresh)
+        .output()
+        .unwrap();
+    ok(&o);
+    assert_eq!(
+        std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    // Owned by someone else (only root can arrange that).
+    if std::process::Command::new("chown")
+        .arg("65534")
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        fails(
+            &m.run(&["sidecars", "list"]),
+            3,
+            &["owned by uid 65534", "chown -R"],
+        );
+    } else {
+        eprintln!("skipping the other-owner case: cannot chown here (not root)");
+    }
+}

@@ -92,6 +92,10 @@ pub fn settings(global: &Global, bins: [Option<PathBuf>; 3]) -> Result<Settings,
 pub fn resolver(global: &Global, settings: Settings) -> Result<Resolver, Failure> {
     use std::io::IsTerminal;
     let mut resolver = Resolver::new(settings, Downloader::from_env()?);
+    resolver
+        .cache
+        .check_permissions()
+        .map_err(crate::resolve::ResolveError::from)?;
     let animated = std::io::stderr().is_terminal()
         && !global.json
         && global.log_format == crate::cli::LogFormat::Pretty
