@@ -261,6 +261,12 @@ impl Downloader {
                     path.display()
                 )
             })?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "OPENWRK_CA_BUNDLE {} holds no PEM certificate",
+                    path.display()
+                ));
+            }
             builder = builder.tls_certs_merge(certs);
         }
         builder.build().map_err(|e| error_chain(&e))

@@ -742,3 +742,58 @@ fn unsafe_sidecar_dirs_are_refused() {
         eprintln!("skipping the other-owner case: cannot chown here (not root)");
     }
 }
+
+#[test]
+fn downloads_go_through_http_proxy_unless_no_proxy() {
+    let m = Mirror::new();
+    let proxy = openwrk_test_support::proxy::ForwardProxy::start();
+    let o = m
+        .cmd(&["sidecars", "fetch"])
+        .env("HTTP_PROXY", proxy.url())
+        .env("http_proxy", proxy.url())
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    ok(&o);
+    assert_eq!(
+        proxy.requests(),
+        4,
+        "manifest and three sidecars through the proxy"
+    );
+
+    // NO_PROXY bypasses it.
+    std::fs::remove_dir_all(m.data()).unwrap();
+    let o = m
+        .cmd(&["sidecars", "fetch"])
+        .env("HTTP_PROXY", proxy.url())
+        .env("NO_PROXY", "127.0.0.1")
+        .output()
+        .unwrap();
+    ok(&o);
+    assert_eq!(proxy.requests(), 4);
+}
+
+#[test]
+fn a_bad_ca_bundle_is_named() {
+    let m = Mirror::new();
+    let bundle = m.tmp.path().join("ca.pem");
+    std::fs::write(&bundle, "not a certificate").unwrap();
+    let o = m
+        .cmd(&["sidecars", "fetch"])
+        .env("OPENWRK_CA_BUNDLE", &bundle)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("OPENWRK_CA_BUNDLE") && err.contains("ca.pem"),
+        "{err}"
+    );
+    let o = m
+        .cmd(&["sidecars", "fetch"])
+        .env("OPENWRK_CA_BUNDLE", m.tmp.path().join("missing.pem"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing.pem"));
+}

@@ -4,6 +4,7 @@
 
 pub mod fixtures;
 pub mod host;
+pub mod proxy;
 
 pub use host::{FakeAsset, FakeRelease, Faults, ReleaseHost};
 
