@@ -152,3 +152,91 @@ fn decompression_bomb_is_refused() {
     );
     m.assert_cache_clean();
 }
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_leaves_no_partial_file_and_the_rest_of_the_cache_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dist = tmp.path().join("dist");
+    // openwork-server is 2 MiB; the cache has room for 512 KiB.
+    fixtures::host_dist(&dist, "1.0.0", 0, 2 << 20).unwrap();
+    let mirror = ReleaseHost::mirror(&dist);
+    let cache = tmp.path().join("small-disk");
+    let Some(_mount) = Tmpfs::mount(&cache, "512k") else {
+        eprintln!("skipping: cannot mount a tmpfs here (needs root); disk-full behaviour untested in this run");
+        return;
+    };
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_openwrk"))
+            .args(args)
+            .env("OPENWRK_DATA_DIR", tmp.path().join("data"))
+            .env("OPENWRK_SIDECAR_DIR", &cache)
+            .env("OPENWRK_SIDECAR_BASE_URL", mirror.url())
+            .env("OPENWRK_RETRY_BACKOFF_MS", "5")
+            .output()
+            .unwrap()
+    };
+    let o = run(&["sidecars", "fetch"]);
+    let err = fails(&o, 4, &["cannot write", "openwork-server", "free space"]);
+    assert!(
+        err.contains("No space left") || err.contains("space"),
+        "{err}"
+    );
+    // No partial file anywhere; opencode (fetched before) still verifies.
+    let mut stack = vec![cache.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.contains(".part-") && !name.ends_with(".tar.gz"),
+                "left behind: {}",
+                e.path().display()
+            );
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    assert!(!cache
+        .join("openwork-server/1.0.0")
+        .join(target())
+        .join("openwork-server")
+        .exists());
+    let o = run(&["sidecars", "verify", "--json"]);
+    let v = ok(&o);
+    let opencode = v["sidecars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "opencode")
+        .unwrap();
+    assert_eq!(opencode["verified"], "yes");
+}
