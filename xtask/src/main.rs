@@ -3,6 +3,7 @@
 mod bench;
 mod bundle;
 mod demo;
+mod repro;
 mod sidecars;
 mod sign;
 mod verify_dist;
@@ -34,6 +35,8 @@ enum Command {
         #[arg(value_enum)]
         which: bench::Which,
     },
+    /// Bundle twice under another umask, TZ and locale; fail on any byte difference.
+    ReproCheck(Box<repro::ReproArgs>),
 }
 
 fn main() {
@@ -53,11 +56,16 @@ fn main() {
             Command::VerifyDist(args) => verify_dist::run(args).await,
             Command::Keygen { out } => {
                 let (key, public) = sign::keygen(&out)?;
-                println!("secret key: {} (keep it secret; 0600)
-public key: {}", key.display(), public.display());
+                println!(
+                    "secret key: {} (keep it secret; 0600)
+public key: {}",
+                    key.display(),
+                    public.display()
+                );
                 Ok(())
             }
             Command::Bench { which } => bench::run(which).await,
+            Command::ReproCheck(args) => repro::run(*args),
         }
     });
     if let Err(e) = result {
