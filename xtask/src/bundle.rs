@@ -351,6 +351,7 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
         BTreeMap::new()
     };
     write_sha256sums(staging.path(), &known)?;
+    publishable_modes(staging.path())?;
     replace_dir(staging.keep(), &args.out)?;
     drop(work);
 
@@ -467,8 +468,15 @@ fn openwrk_binaries(
 }
 
 fn build_host_openwrk(work: &Path) -> anyhow::Result<PathBuf> {
-    crate::cargo_build(&["--release", "--package", "openwrk", "--bin", "openwrk"])
-        .context("hint: pass --openwrk-bin-dir with prebuilt binaries")?;
+    crate::cargo_build(&[
+        "--release",
+        "--locked",
+        "--package",
+        "openwrk",
+        "--bin",
+        "openwrk",
+    ])
+    .context("hint: pass --openwrk-bin-dir with prebuilt binaries")?;
     let built = openwrk_test_support::target_dir()
         .join("release")
         .join(format!("openwrk{}", std::env::consts::EXE_SUFFIX));
@@ -548,6 +556,22 @@ fn write_sha256sums(dir: &Path, known: &BTreeMap<String, String>) -> anyhow::Res
         out.push_str(&format!("{sha}  {name}\n"));
     }
     std::fs::write(dir.join("SHA256SUMS"), out)?;
+    Ok(())
+}
+
+/// dist/ is served as-is by static hosts running as other users: 0755 for the
+/// directory, 0644 for files, whatever the umask was.
+fn publishable_modes(dir: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+        for e in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
+            std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o644))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
     Ok(())
 }
 

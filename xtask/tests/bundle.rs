@@ -160,6 +160,17 @@ fn latest_release_bundles_every_target() {
         }
     }
     validate_schema(&fx.out().join("openwrk-sidecars.json"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode(&fx.out()),
+            0o755,
+            "dist/ is publishable whatever the umask"
+        );
+        assert_eq!(mode(&fx.out().join("SHA256SUMS")), 0o644);
+    }
 
     // SHA256SUMS is what sha256sum -c accepts.
     let sums = std::fs::read_to_string(fx.out().join("SHA256SUMS")).unwrap();
