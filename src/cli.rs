@@ -185,8 +185,15 @@ pub struct DaemonArgs {
     /// [default: a free port]
     #[arg(long, env = "OPENWRK_DAEMON_PORT")]
     pub daemon_port: Option<u16>,
+    /// Run the daemon in this process instead of in the background
     #[arg(long)]
     pub foreground: bool,
+    /// Use this OpenCode binary (implies --opencode-source external)
+    #[arg(long, env = "OPENWRK_OPENCODE_BIN", value_name = "PATH")]
+    pub opencode_bin: Option<PathBuf>,
+    /// Seconds to wait for OpenCode to be healthy at start
+    #[arg(long, env = "OPENWRK_STARTUP_TIMEOUT", default_value_t = 60)]
+    pub startup_timeout: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod credentials;
+pub mod daemon;
 pub mod dashboard;
 pub mod digest;
 pub mod download;
@@ -19,6 +20,7 @@ pub mod platform;
 pub mod resolve;
 pub mod signature;
 pub mod supervise;
+pub mod workspaces;
 
 /// openwrk's own version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -2,7 +2,7 @@
 //! to SPEC §9 exit codes.
 
 use clap::Parser;
-use openwrk::cli::{Cli, Command};
+use openwrk::cli::{Cli, Command, InstanceCommand};
 use openwrk::commands::{self, Failure};
 
 fn main() {
@@ -24,6 +24,13 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Start(args) => commands::start::run(&cli.global, *args, true).await,
         Command::Serve(args) => commands::start::run(&cli.global, *args, false).await,
         Command::Stop { run_id } => commands::start::stop(&cli.global, run_id).await,
+        Command::Daemon(command) => commands::daemon::run(&cli.global, command).await,
+        Command::Workspace(command) => commands::workspace::run(&cli.global, command).await,
+        Command::Instance(InstanceCommand::Dispose { id }) => {
+            commands::daemon::dispose(&cli.global, &id).await
+        }
+        Command::Approvals(command) => commands::approvals::run(&cli.global, command).await,
+        Command::Status(args) => commands::status::run(&cli.global, args).await,
         other => Err(Failure {
             message: format!(
                 "`openwrk {}` is not available in this build yet\nhint: see README.md for what this version supports",

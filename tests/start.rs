@@ -768,14 +768,7 @@ fn real_opencode_check_events() {
         &["--check", "--check-events", "--json"],
         [Some(PathBuf::from(bin)), None, None],
     );
-    cmd.env("HOME", &home)
-        .env("XDG_CONFIG_HOME", home.join(".config"))
-        .env("XDG_DATA_HOME", home.join(".local/share"))
-        .env("XDG_CACHE_HOME", home.join(".cache"))
-        .env("XDG_STATE_HOME", home.join(".local/state"))
-        .env("OPENCODE_DISABLE_MODELS_FETCH", "1")
-        .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
-        .env("OPENCODE_DISABLE_LSP_DOWNLOAD", "1");
+    openwrk_test_support::private_opencode_env(&mut cmd, &home);
     let (status, stdout, stderr) = run_to_end(cmd, Duration::from_secs(90));
     assert!(status.success(), "{stderr}");
     let p: Value = serde_json::from_str(stdout.trim()).unwrap();

@@ -1,7 +1,11 @@
 //! One module per command.
 
+pub mod approvals;
+pub mod daemon;
 pub mod sidecars;
 pub mod start;
+pub mod status;
+pub mod workspace;
 
 use std::path::PathBuf;
 

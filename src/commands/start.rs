@@ -13,7 +13,7 @@
 //!   lets the dashboard's `d` key detach: children carry a parent-death
 //!   signal, so they can only outlive the process that supervises them.
 
-mod background;
+pub(crate) mod background;
 pub mod pairing;
 mod plan;
 
@@ -95,7 +95,7 @@ fn wants_dashboard(global: &Global, args: &StartArgs, dashboard: bool, logger: &
     tui && terminal
 }
 
-fn logger(global: &Global, run_id: &str) -> Logger {
+pub(crate) fn logger(global: &Global, run_id: &str) -> Logger {
     use std::io::IsTerminal;
     Logger::stderr(LogSettings {
         format: global.log_format,
@@ -110,7 +110,7 @@ fn logger(global: &Global, run_id: &str) -> Logger {
 }
 
 /// SIGINT and SIGTERM (Ctrl-C elsewhere).
-struct Signals {
+pub(crate) struct Signals {
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -118,7 +118,7 @@ struct Signals {
 }
 
 impl Signals {
-    fn install() -> Result<Signals, Failure> {
+    pub(crate) fn install() -> Result<Signals, Failure> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
@@ -136,7 +136,7 @@ impl Signals {
     }
 
     /// Waits for a signal; returns its number (for the 128 + n exit code) and name.
-    async fn recv(&mut self) -> (i32, &'static str) {
+    pub(crate) async fn recv(&mut self) -> (i32, &'static str) {
         #[cfg(unix)]
         tokio::select! {
             _ = self.int.recv() => (2, "SIGINT"),
@@ -580,7 +580,7 @@ fn record(ready: &Ready) -> RunRecord {
 }
 
 /// Probes until healthy (or degraded-but-running), the child exits, or `timeout` passes.
-async fn wait_ready(
+pub(crate) async fn wait_ready(
     child: &Child,
     endpoint: &Endpoint,
     prober: &Prober,

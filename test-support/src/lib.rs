@@ -27,3 +27,17 @@ pub fn standin_bin(name: &str) -> std::path::PathBuf {
         .join(profile)
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }
+
+/// Gives the real OpenCode a private HOME and XDG dirs under `home` and turns
+/// off its network fetches: another OpenCode holding the default database
+/// makes it hang, and tests reach nothing beyond loopback.
+pub fn private_opencode_env(cmd: &mut std::process::Command, home: &std::path::Path) {
+    cmd.env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .env("OPENCODE_DISABLE_MODELS_FETCH", "1")
+        .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
+        .env("OPENCODE_DISABLE_LSP_DOWNLOAD", "1");
+}

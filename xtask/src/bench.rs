@@ -477,18 +477,6 @@ fn real_opencode() -> Option<std::path::PathBuf> {
     found.pop()
 }
 
-/// A private HOME for OpenCode (another OpenCode holding the default database makes it hang).
-fn private_opencode_env(cmd: &mut Command, home: &std::path::Path) {
-    cmd.env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join(".config"))
-        .env("XDG_DATA_HOME", home.join(".local/share"))
-        .env("XDG_CACHE_HOME", home.join(".cache"))
-        .env("XDG_STATE_HOME", home.join(".local/state"))
-        .env("OPENCODE_DISABLE_MODELS_FETCH", "1")
-        .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
-        .env("OPENCODE_DISABLE_LSP_DOWNLOAD", "1");
-}
-
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -543,7 +531,7 @@ async fn bench_start() -> anyhow::Result<Vec<Figure>> {
         .current_dir(&workspace)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-        private_opencode_env(&mut cmd, &home);
+        openwrk_test_support::private_opencode_env(&mut cmd, &home);
         let started = Instant::now();
         let mut child = cmd.spawn()?;
         let endpoint = openwrk::health::Endpoint::OpenCode {
@@ -589,7 +577,7 @@ async fn bench_start() -> anyhow::Result<Vec<Figure>> {
         .env("OPENWRK_DATA_DIR", tmp.path().join(format!("data-{i}")))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
-        private_opencode_env(&mut cmd, &home);
+        openwrk_test_support::private_opencode_env(&mut cmd, &home);
         let started = Instant::now();
         let mut child = cmd.spawn()?;
         let stdout = child.stdout.take().expect("piped");

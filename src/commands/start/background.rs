@@ -161,7 +161,7 @@ impl Background {
     }
 }
 
-fn describe(status: std::process::ExitStatus) -> String {
+pub(crate) fn describe(status: std::process::ExitStatus) -> String {
     #[cfg(unix)]
     {
         use std::os::unix::process::ExitStatusExt;
@@ -197,7 +197,7 @@ fn open_private_log(path: &Path) -> Result<std::fs::File, Failure> {
 }
 
 /// The last `n` lines of a file.
-fn tail_lines(path: &Path, n: usize) -> Vec<String> {
+pub(crate) fn tail_lines(path: &Path, n: usize) -> Vec<String> {
     let text = std::fs::read(path).unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().collect();

@@ -1,0 +1,111 @@
+//! `openwrk workspace add|list|path|remove` (SPEC §6). They edit
+//! `<data dir>/workspaces.json` directly (under its lock), so they work with
+//! or without a running daemon; a running daemon notices the change itself.
+
+use super::Failure;
+use crate::cli::{Global, WorkspaceCommand};
+use crate::workspaces::{Store, WorkspaceError};
+
+impl From<WorkspaceError> for Failure {
+    fn from(e: WorkspaceError) -> Failure {
+        Failure {
+            code: e.exit_code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+pub async fn run(global: &Global, command: WorkspaceCommand) -> Result<i32, Failure> {
+    let store = Store::new(&super::data_dir(global)?);
+    match command {
+        WorkspaceCommand::Add { path } => {
+            let (w, new) = store.add(&path)?;
+            if global.json {
+                println!("{}", serde_json::to_string(&w).expect("serializes"));
+            } else {
+                // The id alone on stdout, so `ID=$(openwrk workspace add .)` works.
+                println!("{}", w.id);
+                let how = if new { "added" } else { "already added:" };
+                eprintln!("{how} {} as {}", w.path.display(), w.id);
+            }
+        }
+        WorkspaceCommand::List => {
+            let list = store.load()?;
+            if global.json {
+                println!("{}", serde_json::json!({ "workspaces": list }));
+            } else if list.is_empty() {
+                eprintln!("no workspaces yet; add one with `openwrk workspace add PATH`");
+            } else {
+                let rows: Vec<[String; 4]> = list
+                    .iter()
+                    .map(|w| {
+                        [
+                            w.id.clone(),
+                            w.name.clone(),
+                            w.path.display().to_string(),
+                            w.added_at.clone(),
+                        ]
+                    })
+                    .collect();
+                print!("{}", table(&["ID", "NAME", "PATH", "ADDED"], &rows));
+            }
+        }
+        WorkspaceCommand::Path { id } => {
+            let w = store.get(&id)?;
+            if global.json {
+                println!("{}", serde_json::to_string(&w).expect("serializes"));
+            } else {
+                println!("{}", w.path.display());
+            }
+        }
+        WorkspaceCommand::Remove { id } => {
+            let w = store.remove(&id)?;
+            if global.json {
+                println!("{}", serde_json::json!({ "removed": w }));
+            } else {
+                println!("removed {} ({})", w.id, w.path.display());
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// Left-aligned columns separated by two spaces; the last column is not padded.
+pub(crate) fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header = header.map(str::to_string);
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tables_align_columns() {
+        let t = super::table(
+            &["ID", "PATH"],
+            &[
+                ["ws_1".to_string(), "/a".to_string()],
+                ["ws_long".to_string(), "/b".to_string()],
+            ],
+        );
+        assert_eq!(t, "ID       PATH\nws_1     /a\nws_long  /b\n");
+    }
+}

@@ -1,0 +1,720 @@
+//! The router daemon's HTTP side (SPEC §6): the API over the workspace list,
+//! and a reverse proxy `ANY /w/{id}/{rest}` → OpenCode `/{rest}?directory=<path>`
+//! with OpenCode's basic auth filled in. Bodies stream both ways, so OpenCode's
+//! event stream (SSE) passes through. The process side (keeping one OpenCode
+//! alive) is in `commands::daemon`; the two share [`Shared`].
+//!
+//! Also here: the daemon's files in the data dir — `daemon.json` (the record),
+//! `daemon.token` (the API token) and `daemon.lock` (held while a daemon runs).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use futures_util::TryStreamExt as _;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::log::Logger;
+use crate::workspaces::{Stamp, Store, Workspace, WorkspaceError};
+
+pub const RECORD_FILE: &str = "daemon.json";
+pub const TOKEN_FILE: &str = "daemon.token";
+pub const LOCK_FILE: &str = "daemon.lock";
+pub const LOG_FILE: &str = "daemon.log";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot use {path}: {source}\nhint: check the permissions of the data dir (--data-dir / OPENWRK_DATA_DIR)")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not a daemon record: {detail}\nhint: if no daemon is running, delete the file"
+    )]
+    BadRecord { path: PathBuf, detail: String },
+    #[error("{0}")]
+    Random(#[from] crate::credentials::RandomError),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `<data dir>/daemon.json` (0600): who is running, where, and its OpenCode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonRecord {
+    pub pid: u32,
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    pub started_at: String,
+    pub version: String,
+    pub run_id: String,
+    pub data_dir: PathBuf,
+    /// The daemon's output when it runs in the background.
+    pub log: Option<PathBuf>,
+    pub opencode: OpenCodeRecord,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenCodeRecord {
+    pub pid: Option<u32>,
+    pub port: Option<u16>,
+    pub url: Option<String>,
+    pub version: Option<String>,
+    pub binary: PathBuf,
+    pub restarts: u32,
+    pub last_exit: Option<LastExit>,
+}
+
+/// How OpenCode last ended, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastExit {
+    pub status: String,
+    pub at: String,
+}
+
+pub fn record_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(RECORD_FILE)
+}
+
+pub fn log_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(LOG_FILE)
+}
+
+/// The record, `None` when there is none.
+pub fn read_record(data_dir: &Path) -> Result<Option<DaemonRecord>, DaemonError> {
+    let path = record_path(data_dir);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| DaemonError::BadRecord {
+            path,
+            detail: e.to_string(),
+        })
+}
+
+/// Written atomically; the temp file is created 0600 and keeps that mode.
+pub fn write_record(data_dir: &Path, record: &DaemonRecord) -> Result<(), DaemonError> {
+    let path = record_path(data_dir);
+    let mut bytes =
+        serde_json::to_vec_pretty(record).map_err(|e| io(&path)(std::io::Error::other(e)))?;
+    bytes.push(b'\n');
+    crate::fsutil::write_atomic(&path, &bytes).map_err(io(&path))
+}
+
+/// Removes the record if it is still `pid`'s (a newer daemon's stays).
+pub fn remove_record(data_dir: &Path, pid: u32) {
+    if let Ok(Some(r)) = read_record(data_dir) {
+        if r.pid == pid {
+            let _ = std::fs::remove_file(record_path(data_dir));
+        }
+    }
+}
+
+/// The API token: generated once (192 random bits), then reused, 0600.
+/// Created through a temp file and a hard link, so two daemons starting at
+/// once agree on one token and nobody reads a half-written file.
+pub fn load_or_create_token(data_dir: &Path) -> Result<String, DaemonError> {
+    let path = data_dir.join(TOKEN_FILE);
+    if let Some(t) = read_token(&path)? {
+        return Ok(t);
+    }
+    let token = crate::credentials::token()?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".daemon.token-")
+        .tempfile_in(data_dir)
+        .map_err(io(data_dir))?;
+    std::io::Write::write_all(&mut tmp, format!("{token}\n").as_bytes()).map_err(io(&path))?;
+    tmp.as_file().sync_all().map_err(io(&path))?;
+    match std::fs::hard_link(tmp.path(), &path) {
+        Ok(()) => {
+            crate::fsutil::sync_dir(data_dir);
+            Ok(token)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_token(&path)?
+            .ok_or_else(|| io(&path)(std::io::Error::other("the token file is empty"))),
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+/// The token, if the file exists (`instance dispose` and the tests read it).
+pub fn read_token(path: &Path) -> Result<Option<String>, DaemonError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+/// Held by the running daemon for its whole life; the OS releases it when
+/// the process ends, however it ends. This, not the pid in the record, says
+/// whether a daemon runs (a pid may have been reused).
+pub struct DaemonLock {
+    _file: File,
+}
+
+fn open_lock(data_dir: &Path) -> Result<File, DaemonError> {
+    let path = data_dir.join(LOCK_FILE);
+    crate::workspaces::lock_file_options()
+        .open(&path)
+        .map_err(io(&path))
+}
+
+/// Takes the lock; `None` when another daemon holds it.
+pub fn try_lock(data_dir: &Path) -> Result<Option<DaemonLock>, DaemonError> {
+    let file = open_lock(data_dir)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(DaemonLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(&data_dir.join(LOCK_FILE))(e)),
+    }
+}
+
+/// Whether a daemon holds the lock of `data_dir` right now.
+pub fn is_running(data_dir: &Path) -> Result<bool, DaemonError> {
+    Ok(try_lock(data_dir)?.is_none())
+}
+
+/// OpenCode as the keeper last saw it; the router reads it per request.
+#[derive(Debug, Clone, Default)]
+pub struct OpenCodeState {
+    pub pid: Option<u32>,
+    pub port: Option<u16>,
+    pub url: Option<String>,
+    pub version: Option<String>,
+    /// The last health probe passed.
+    pub healthy: bool,
+    /// Healthy at least once since it was started and not exited since: only
+    /// then are requests forwarded (OpenCode accepts connections before it
+    /// serves them, and a request in that window would hang).
+    pub serving: bool,
+    pub restarts: u32,
+    pub last_exit: Option<LastExit>,
+}
+
+/// The workspace list as of its last change; re-read when the file's
+/// identity (mtime, size, inode) changes, which is cheap per request.
+struct Cached {
+    stamp: Option<Stamp>,
+    result: Result<Vec<Workspace>, String>,
+}
+
+pub struct Shared {
+    pub token: String,
+    /// `Authorization` value for OpenCode.
+    pub opencode_auth: String,
+    pub opencode: RwLock<OpenCodeState>,
+    pub store: Store,
+    cached: Mutex<Option<Cached>>,
+    client: reqwest::Client,
+    pub logger: Logger,
+}
+
+impl Shared {
+    pub fn new(
+        token: String,
+        opencode_auth: String,
+        store: Store,
+        logger: Logger,
+    ) -> Result<Shared, DaemonError> {
+        crate::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            // OpenCode is on loopback; HTTP(S)_PROXY must not apply.
+            .no_proxy()
+            .connect_timeout(crate::health::PROBE_TIMEOUT)
+            // A proxy passes redirects to its client rather than following them.
+            .redirect(reqwest::redirect::Policy::none())
+            // No overall timeout: event streams and long prompts stay open for minutes.
+            .build()
+            .map_err(|e| DaemonError::Client(crate::error_chain(&e)))?;
+        Ok(Shared {
+            token,
+            opencode_auth,
+            opencode: RwLock::new(OpenCodeState::default()),
+            store,
+            cached: Mutex::new(None),
+            client,
+            logger,
+        })
+    }
+
+    pub fn opencode(&self) -> OpenCodeState {
+        self.opencode
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn update_opencode(&self, f: impl FnOnce(&mut OpenCodeState)) {
+        f(&mut self.opencode.write().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// The current workspace list (re-read if the file changed).
+    fn workspaces(&self) -> Result<Vec<Workspace>, String> {
+        let stamp = self.store.stamp().map_err(|e| e.to_string())?;
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cached
+            .as_ref()
+            .filter(|c| c.stamp == stamp && stamp.is_some())
+        {
+            return c.result.clone();
+        }
+        let result = self.store.load().map_err(|e| e.to_string());
+        *cached = Some(Cached {
+            stamp,
+            result: result.clone(),
+        });
+        result
+    }
+
+    fn workspace(&self, id: &str) -> Result<Workspace, ApiError> {
+        let list = self.workspaces().map_err(|message| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "state_error",
+            message,
+        })?;
+        list.into_iter().find(|w| w.id == id).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "workspace_not_found",
+                &format!("unknown workspace id {id}; GET /workspaces lists them"),
+            )
+        })
+    }
+
+    /// OpenCode's base URL when it serves requests, else a 503 to return.
+    fn upstream(&self) -> Result<String, ApiError> {
+        let oc = self.opencode();
+        match (oc.serving, oc.url) {
+            (true, Some(url)) => Ok(url),
+            _ => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "opencode_unavailable",
+                &format!(
+                    "OpenCode is not serving right now (restarts so far: {}); try again shortly",
+                    oc.restarts
+                ),
+            )),
+        }
+    }
+}
+
+/// `{"code","message"}` with a status, like the OpenWork server's errors.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: &str) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "code": self.code, "message": self.message });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+fn error(status: StatusCode, code: &'static str, message: &str) -> Response {
+    ApiError::new(status, code, message).into_response()
+}
+
+fn state_error(message: String) -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, "state_error", &message)
+}
+
+fn workspace_error(e: WorkspaceError) -> Response {
+    let (status, code) = match &e {
+        WorkspaceError::NotADirectory { .. } => (StatusCode::BAD_REQUEST, "not_a_directory"),
+        WorkspaceError::UnknownId { .. } => (StatusCode::NOT_FOUND, "workspace_not_found"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "state_error"),
+    };
+    error(status, code, &e.to_string())
+}
+
+/// The daemon's routes.
+pub fn app(shared: Arc<Shared>) -> Router {
+    let guarded = Router::new()
+        .route("/workspaces", get(list).post(add))
+        .route("/workspaces/{id}", axum::routing::delete(remove))
+        .route("/workspaces/{id}/dispose", post(dispose))
+        .route("/w/{id}", any(proxy))
+        .route("/w/{id}/", any(proxy))
+        .route("/w/{id}/{*rest}", any(proxy))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), bearer));
+    Router::new()
+        .route("/health", get(health))
+        .merge(guarded)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .with_state(shared)
+}
+
+/// `Authorization: Bearer <daemon token>`, compared in constant time.
+async fn bearer(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(g) if same(g.as_bytes(), s.token.as_bytes()) => next.run(req).await,
+        _ => error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or invalid daemon token: send Authorization: Bearer <the token in daemon.token of the data dir>",
+        ),
+    }
+}
+
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn health(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let oc = s.opencode();
+    Json(json!({
+        "ok": true,
+        "version": crate::VERSION,
+        "opencode": {
+            "pid": oc.pid,
+            "url": oc.url,
+            "healthy": oc.healthy,
+            "restarts": oc.restarts,
+            "version": oc.version,
+            "lastExit": oc.last_exit,
+        },
+    }))
+}
+
+async fn list(State(s): State<Arc<Shared>>) -> Response {
+    match s.workspaces() {
+        Ok(workspaces) => Json(json!({ "workspaces": workspaces })).into_response(),
+        Err(e) => state_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct AddBody {
+    path: PathBuf,
+}
+
+async fn add(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let Ok(AddBody { path }) = serde_json::from_slice::<AddBody>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "body must be {\"path\":\"<absolute directory>\"}",
+        );
+    };
+    // The daemon's working directory means nothing to the caller.
+    if !path.is_absolute() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("path {} is not absolute", path.display()),
+        );
+    }
+    let store = s.store.clone();
+    match tokio::task::spawn_blocking(move || store.add(&path)).await {
+        Ok(Ok((w, true))) => (StatusCode::CREATED, Json(w)).into_response(),
+        Ok(Ok((w, false))) => (StatusCode::OK, Json(w)).into_response(),
+        Ok(Err(e)) => workspace_error(e),
+        Err(e) => state_error(e.to_string()),
+    }
+}
+
+async fn remove(State(s): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) -> Response {
+    let store = s.store.clone();
+    match tokio::task::spawn_blocking(move || store.remove(&id)).await {
+        Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => workspace_error(e),
+        Err(e) => state_error(e.to_string()),
+    }
+}
+
+/// OpenCode's `POST /instance/dispose?directory=<path>`, its answer relayed.
+async fn dispose(State(s): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) -> Response {
+    let workspace = match s.workspace(&id) {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
+    let base = match s.upstream() {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    let url = format!(
+        "{base}/instance/dispose?directory={}",
+        encode_query_value(&workspace.path.to_string_lossy())
+    );
+    let answer = s
+        .client
+        .post(&url)
+        .header(header::AUTHORIZATION, &s.opencode_auth)
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await;
+    match answer {
+        Ok(r) => {
+            s.logger.info(&format!(
+                "disposed OpenCode's instance of {id} ({}): HTTP {}",
+                workspace.path.display(),
+                r.status().as_u16()
+            ));
+            relay(r)
+        }
+        Err(e) => unreachable_upstream(&e),
+    }
+}
+
+fn unreachable_upstream(e: &reqwest::Error) -> Response {
+    error(
+        StatusCode::BAD_GATEWAY,
+        "opencode_unreachable",
+        &format!("OpenCode did not answer: {}", crate::error_chain(e)),
+    )
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1);
+/// never forwarded by a proxy.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// An upstream response as ours, its body streamed as it arrives.
+fn relay(upstream: reqwest::Response) -> Response {
+    let mut response = Response::builder().status(upstream.status().as_u16());
+    if let Some(headers) = response.headers_mut() {
+        for (k, v) in upstream.headers() {
+            if !hop_by_hop(k) {
+                headers.append(k.clone(), v.clone());
+            }
+        }
+    }
+    let body = Body::from_stream(upstream.bytes_stream());
+    response
+        .body(body)
+        .unwrap_or_else(|e| state_error(e.to_string()))
+}
+
+/// `ANY /w/{id}/{rest}` → OpenCode `/{rest}` with `directory=<path>`.
+async fn proxy(State(s): State<Arc<Shared>>, req: Request) -> Response {
+    let started = Instant::now();
+    // The raw (still percent-encoded) path, so `rest` reaches OpenCode unchanged.
+    let raw = req.uri().path().strip_prefix("/w/").unwrap_or_default();
+    let (id, rest) = raw.split_once('/').unwrap_or((raw, ""));
+    let (id, rest) = (id.to_string(), rest.to_string());
+    let workspace = match s.workspace(&id) {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
+    let base = match s.upstream() {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    let url = format!(
+        "{base}/{rest}?{}",
+        with_directory(req.uri().query(), &workspace.path.to_string_lossy())
+    );
+    let method = req.method().clone();
+    let mut headers = HeaderMap::new();
+    for (k, v) in req.headers() {
+        // The daemon's bearer token stays here; OpenCode gets its basic auth.
+        let ours = matches!(
+            k.as_str(),
+            "host" | "authorization" | "x-opencode-directory"
+        );
+        if !ours && !hop_by_hop(k) {
+            headers.append(k.clone(), v.clone());
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&s.opencode_auth) {
+        headers.insert(header::AUTHORIZATION, v);
+    }
+    let has_body = has_body(req.headers(), &method);
+    let mut upstream = s.client.request(method.clone(), &url).headers(headers);
+    if has_body {
+        let stream = req
+            .into_body()
+            .into_data_stream()
+            .map_err(std::io::Error::other);
+        upstream = upstream.body(reqwest::Body::wrap_stream(stream));
+    }
+    let answer = upstream.send().await;
+    let log_line = |status: String| {
+        s.logger.debug(&format!(
+            "{method} /w/{id}/{rest} -> {status} ({} ms)",
+            started.elapsed().as_millis()
+        ))
+    };
+    match answer {
+        Ok(r) => {
+            log_line(r.status().as_u16().to_string());
+            relay(r)
+        }
+        Err(e) => {
+            log_line(format!("error: {}", crate::error_chain(&e)));
+            unreachable_upstream(&e)
+        }
+    }
+}
+
+/// Whether a request carries a body to forward: a length above zero or a
+/// chunked transfer. A GET without one must not turn into a chunked request.
+fn has_body(headers: &HeaderMap, method: &Method) -> bool {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match length {
+        Some(n) => n > 0,
+        None => headers.contains_key(header::TRANSFER_ENCODING) && method != Method::HEAD,
+    }
+}
+
+/// The client's query without its own `directory`, plus the workspace's.
+fn with_directory(query: Option<&str>, directory: &str) -> String {
+    let mut parts: Vec<&str> = query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty() && p.split('=').next() != Some("directory"))
+        .collect();
+    let ours = format!("directory={}", encode_query_value(directory));
+    parts.push(&ours);
+    parts.join("&")
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters and `/`, so
+/// any decoder (with or without `+` as space) reads the path back exactly.
+pub fn encode_query_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Serves `app` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workspace_directory_replaces_the_clients() {
+        assert_eq!(
+            with_directory(Some("a=1&directory=/etc&b=x%20y"), "/home/me/my proj+1"),
+            "a=1&b=x%20y&directory=/home/me/my%20proj%2B1"
+        );
+        assert_eq!(with_directory(None, "/w"), "directory=/w");
+        assert_eq!(encode_query_value("/a/ä&b"), "/a/%C3%A4%26b");
+    }
+
+    #[test]
+    fn bodies_are_forwarded_only_when_present() {
+        let mut h = HeaderMap::new();
+        assert!(!has_body(&h, &Method::GET));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        assert!(!has_body(&h, &Method::POST));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
+        assert!(has_body(&h, &Method::POST));
+        let mut chunked = HeaderMap::new();
+        chunked.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert!(has_body(&chunked, &Method::POST));
+    }
+
+    #[test]
+    fn tokens_compare_by_content() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn the_token_is_created_once_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_token(dir.path()).unwrap();
+        let b = load_or_create_token(dir.path()).unwrap();
+        assert_eq!(a, b);
+        assert!(a.len() >= 32);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(TOKEN_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn one_lock_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = try_lock(dir.path()).unwrap();
+        assert!(held.is_some());
+        assert!(is_running(dir.path()).unwrap());
+        drop(held);
+        assert!(!is_running(dir.path()).unwrap());
+    }
+}
