@@ -487,8 +487,8 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// On-disk modes follow the umask (they are not part of the comparison); saying
-/// so shows that the second run really had another umask.
+/// The bundler gives dist/ fixed modes (0755/0644) whatever the umask; the
+/// note shows the two runs agree on them too.
 #[cfg(unix)]
 fn mode_note(dists: &[PathBuf]) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
@@ -498,7 +498,7 @@ fn mode_note(dists: &[PathBuf]) -> Option<String> {
         .collect::<Result<_, _>>()
         .ok()?;
     Some(format!(
-        "on-disk modes follow each run's umask (SHA256SUMS {:04o} vs {:04o}) and are not compared; modes inside the archives are fixed",
+        "on-disk modes do not follow the umask (SHA256SUMS {:04o} vs {:04o}); modes inside the archives are fixed too",
         modes[0], modes[1]
     ))
 }
