@@ -148,8 +148,11 @@ pub enum Command {
     Approvals(ApprovalsCommand),
     /// Health and version of a running OpenWork server and OpenCode
     Status(StatusArgs),
-    /// Shell completions
-    Completions { shell: String },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,8 +176,11 @@ pub enum SidecarsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum DaemonCommand {
+    /// Start the router daemon (in the background unless --foreground) and print its URL
     Start(DaemonArgs),
+    /// Stop the daemon and its OpenCode
     Stop(DaemonArgs),
+    /// The daemon's record and live health (--json for one document)
     Status(DaemonArgs),
 }
 
@@ -198,20 +204,27 @@ pub struct DaemonArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum WorkspaceCommand {
+    /// Add an existing directory; prints its stable id
     Add { path: PathBuf },
+    /// The workspaces (--json: {"workspaces":[…]})
     List,
+    /// Print a workspace's path
     Path { id: String },
+    /// Forget a workspace
     Remove { id: String },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum InstanceCommand {
+    /// Ask the daemon to release OpenCode's instance for a workspace
     Dispose { id: String },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ApprovalsCommand {
+    /// Pending approvals (--json for one document)
     List(RemoteArgs),
+    /// Allow or deny one approval
     Reply {
         id: String,
         #[arg(long, conflicts_with = "deny", required_unless_present = "deny")]

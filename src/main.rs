@@ -31,27 +31,14 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Approvals(command) => commands::approvals::run(&cli.global, command).await,
         Command::Status(args) => commands::status::run(&cli.global, args).await,
-        other => Err(Failure {
-            message: format!(
-                "`openwrk {}` is not available in this build yet\nhint: see README.md for what this version supports",
-                command_name(&other)
-            ),
-            code: 2,
-        }),
-    }
-}
-
-fn command_name(c: &Command) -> &'static str {
-    match c {
-        Command::Start(_) => "start",
-        Command::Serve(_) => "serve",
-        Command::Stop { .. } => "stop",
-        Command::Sidecars(_) => "sidecars",
-        Command::Daemon(_) => "daemon",
-        Command::Workspace(_) => "workspace",
-        Command::Instance(_) => "instance",
-        Command::Approvals(_) => "approvals",
-        Command::Status(_) => "status",
-        Command::Completions { .. } => "completions",
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            // Into a buffer first: `openwrk completions bash | head` must not panic on a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "openwrk", &mut script);
+            let _ = std::io::stdout().write_all(&script);
+            Ok(0)
+        }
     }
 }
