@@ -31,9 +31,10 @@ enum Command {
         out: std::path::PathBuf,
     },
     /// Benchmarks (figures with ratios against a baseline measured in the same run).
+    /// Without a name: every benchmark, written to BENCHMARKS.md.
     Bench {
         #[arg(value_enum)]
-        which: bench::Which,
+        which: Option<bench::Which>,
     },
     /// Bundle twice under another umask, TZ and locale; fail on any byte difference.
     ReproCheck(Box<repro::ReproArgs>),
@@ -64,7 +65,7 @@ public key: {}",
                 );
                 Ok(())
             }
-            Command::Bench { which } => bench::run(which).await,
+            Command::Bench { which } => bench::run(which.unwrap_or(bench::Which::All)).await,
             Command::ReproCheck(args) => repro::run(*args),
         }
     });
