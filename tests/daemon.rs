@@ -10,17 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use openwrk_test_support::{processes_under, standin};
 use serde_json::Value;
-
-fn standin(name: &str) -> PathBuf {
-    let path = openwrk_test_support::standin_bin(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build -p openwrk-test-support --bins` (`cargo test --workspace` builds it)",
-        path.display()
-    );
-    path
-}
 
 struct Env {
     tmp: tempfile::TempDir,
@@ -133,40 +124,6 @@ fn show(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// Processes whose cwd is under `dir` or whose command line mentions it (zombies excluded).
-fn processes_under(dir: &Path) -> Vec<(u32, String)> {
-    let me = std::process::id();
-    let needle = dir.to_string_lossy().into_owned();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        if stat
-            .rsplit_once(')')
-            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-        {
-            continue;
-        }
-        let cmdline = std::fs::read(entry.path().join("cmdline"))
-            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-            .unwrap_or_default();
-        let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
-        if cwd.starts_with(dir) || cmdline.contains(&needle) {
-            found.push((pid, cmdline));
-        }
-    }
-    found
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {

@@ -4,23 +4,13 @@
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 
+use openwrk_test_support::standin;
 use serde_json::Value;
 
 const HOST_TOKEN: &str = "host-token-for-tests";
 const PASSWORD: &str = "opencode-password-for-tests";
-
-fn standin(name: &str) -> PathBuf {
-    let path = openwrk_test_support::standin_bin(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build -p openwrk-test-support --bins` (`cargo test --workspace` builds it)",
-        path.display()
-    );
-    path
-}
 
 /// A stand-in serving on a free port; killed on drop.
 struct Standin {

@@ -3,37 +3,12 @@
 
 use std::process::Command;
 
-use openwrk_test_support::standin_bin;
+use openwrk_test_support::{processes_under, standin_bin};
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-/// Live processes whose command line mentions `needle` (zombies do not count).
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let pid = e.file_name().to_string_lossy().into_owned();
-        if !pid.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        if stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-        {
-            continue;
-        }
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(needle) {
-            found.push(format!("{pid}: {cmdline}"));
-        }
-    }
-    found
 }
 
 #[cfg(target_os = "linux")]
@@ -70,7 +45,7 @@ fn a_hundred_check_cycles_leave_nothing_behind() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    let left = processes_mentioning(&workspace.display().to_string());
+    let left = processes_under(&workspace);
     assert!(left.is_empty(), "left running: {left:?}");
     // No temp files in the data dir (owpenbot's data dir is the only thing a run may leave).
     let mut stack = vec![data.clone()];

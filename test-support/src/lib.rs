@@ -16,6 +16,53 @@ pub fn target_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
 }
 
+/// A built stand-in binary, asserting it exists (tests need `cargo test --workspace`
+/// or `cargo build -p openwrk-test-support --bins` to have built it).
+pub fn standin(name: &str) -> std::path::PathBuf {
+    let path = standin_bin(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build -p openwrk-test-support --bins` (`cargo test --workspace` builds it)",
+        path.display()
+    );
+    path
+}
+
+/// Live processes (zombies excluded, this one too) whose cwd is under `dir` or
+/// whose command line mentions it: what a test left running.
+pub fn processes_under(dir: &std::path::Path) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
+        if cwd.starts_with(dir) || cmdline.contains(&needle) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
 /// A built stand-in binary (`standin-opencode`, …) from the current profile's target dir.
 pub fn standin_bin(name: &str) -> std::path::PathBuf {
     let profile = if cfg!(debug_assertions) {
