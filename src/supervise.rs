@@ -412,6 +412,24 @@ pub async fn stop_all(children: &[Arc<Child>], grace: Duration, logger: &Logger)
     }
 }
 
+/// Starts `cmd` in a new session: a background openwrk (detached run, daemon)
+/// stays out of the terminal's job control (Ctrl-C, hang-up).
+pub fn new_session(cmd: &mut std::process::Command) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = cmd;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

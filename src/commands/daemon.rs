@@ -580,18 +580,7 @@ async fn launch(global: &Global, args: &DaemonArgs) -> Result<i32, Failure> {
         .stdin(std::process::Stdio::null())
         .stdout(out)
         .stderr(file);
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setsid is async-signal-safe. A new session keeps the daemon
-        // out of the terminal's job control (Ctrl-C, hang-up).
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-    }
+    crate::supervise::new_session(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| failure(1)(format!("cannot start the daemon {}: {e}", exe.display())))?;

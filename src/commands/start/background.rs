@@ -74,18 +74,7 @@ impl Background {
             })
             .stdout(file.try_clone().map_err(|e| log_error(&log, e))?)
             .stderr(file);
-        #[cfg(unix)]
-        {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: setsid is async-signal-safe. A new session keeps the
-            // run out of the terminal's job control (Ctrl-C, hang-up).
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::setsid();
-                    Ok(())
-                });
-            }
-        }
+        crate::supervise::new_session(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| Failure {
             message: format!(
                 "cannot start the background supervisor {}: {e}",
