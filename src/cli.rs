@@ -67,6 +67,35 @@ pub struct Global {
         default_value = "auto"
     )]
     pub opencode_source: SourceMode,
+    /// Require manifests signed with this minisign public key (base64 line); ignored when a key is built in
+    #[arg(
+        long,
+        global = true,
+        env = "OPENWRK_MANIFEST_PUBKEY",
+        value_name = "KEY"
+    )]
+    pub manifest_pubkey: Option<String>,
+    /// Seconds to wait for a download connection
+    #[arg(
+        long,
+        global = true,
+        env = "OPENWRK_CONNECT_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 10.0
+    )]
+    pub connect_timeout: f64,
+    /// Seconds without a byte (or with under 1 KiB) before a download counts as stalled
+    #[arg(
+        long,
+        global = true,
+        env = "OPENWRK_IDLE_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 30.0
+    )]
+    pub idle_timeout: f64,
+    /// Extra trusted CA certificates (PEM) for downloads
+    #[arg(long, global = true, env = "OPENWRK_CA_BUNDLE", value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
     /// Accept an unsigned local manifest although this openwrk requires signed ones (development)
     #[arg(long, global = true, env = "OPENWRK_ALLOW_UNSIGNED_MANIFEST", value_parser = bool_flag(), action = ArgAction::SetTrue)]
     pub allow_unsigned_manifest: bool,

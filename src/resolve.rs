@@ -60,6 +60,8 @@ pub struct Settings {
     pub github: crate::opencode::GithubSettings,
     /// Accept an unsigned local manifest although a signing key is in force.
     pub allow_unsigned_manifest: bool,
+    /// Run-time signing key (`OPENWRK_MANIFEST_PUBKEY`); a built-in key wins.
+    pub manifest_pubkey: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -343,7 +345,10 @@ impl Resolver {
         } else {
             (Location::Url(default_manifest_url()), None)
         };
-        let key = crate::signature::TrustedKey::current()?;
+        let key = crate::signature::TrustedKey::select(
+            crate::signature::EMBEDDED_KEY,
+            s.manifest_pubkey.as_deref(),
+        )?;
         let (bytes, origin, from_cache, signature) = match &location {
             Location::Dir(path) => {
                 let bytes = std::fs::read(path).map_err(|source| ResolveError::ManifestFile {

@@ -555,6 +555,7 @@ async fn bundled_mode_without_a_bundled_copy_is_an_error() {
         exe_dir: Some(m.tmp.path().to_path_buf()),
         verbose: false,
         allow_unsigned_manifest: false,
+        manifest_pubkey: None,
         github: openwrk::opencode::GithubSettings {
             version: None,
             repo: "anomalyco/opencode".into(),

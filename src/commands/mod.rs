@@ -79,6 +79,10 @@ pub fn settings(global: &Global, bins: [Option<PathBuf>; 3]) -> Result<Settings,
         exe_dir,
         verbose: global.verbose,
         allow_unsigned_manifest: global.allow_unsigned_manifest,
+        manifest_pubkey: global
+            .manifest_pubkey
+            .clone()
+            .filter(|k| !k.trim().is_empty()),
         github: crate::opencode::GithubSettings {
             version: global.opencode_version.clone().filter(|v| !v.is_empty()),
             repo: global.opencode_repo.clone(),
@@ -92,10 +96,28 @@ pub fn settings(global: &Global, bins: [Option<PathBuf>; 3]) -> Result<Settings,
     })
 }
 
+fn seconds(flag: &str, value: f64) -> Result<std::time::Duration, Failure> {
+    std::time::Duration::try_from_secs_f64(value).map_err(|_| Failure {
+        message: format!(
+            "{flag} {value} is not a number of seconds\nhint: give a positive number, e.g. 30"
+        ),
+        code: 2,
+    })
+}
+
 /// A resolver with progress bars on a TTY (never with JSON logs or output).
 pub fn resolver(global: &Global, settings: Settings) -> Result<Resolver, Failure> {
     use std::io::IsTerminal;
-    let mut resolver = Resolver::new(settings, Downloader::from_env()?);
+    let config = crate::download::DownloadConfig {
+        connect_timeout: seconds("--connect-timeout", global.connect_timeout)?,
+        idle_timeout: seconds("--idle-timeout", global.idle_timeout)?,
+        ca_bundle: global
+            .ca_bundle
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty()),
+        ..crate::download::DownloadConfig::from_env()?
+    };
+    let mut resolver = Resolver::new(settings, Downloader::new(config)?);
     resolver
         .cache
         .check_permissions()

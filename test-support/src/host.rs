@@ -502,13 +502,14 @@ async fn serve_file(shared: &Shared, path: &Path, headers: &HeaderMap) -> Respon
     let truncate = take(&faults.truncate_downloads);
     let corrupt = faults.corrupt_downloads.load(Ordering::SeqCst);
     let send = if truncate { len / 2 } else { len };
+    let wrong_length = faults.wrong_length.load(Ordering::SeqCst);
     let throttle = faults.throttle_bytes_per_sec.load(Ordering::SeqCst);
 
     let stream = futures_util::stream::unfold(
         (file, 0u64, tokio::time::Instant::now()),
         move |(mut file, sent, started)| async move {
             if sent >= send {
-                if truncate {
+                if truncate || wrong_length {
                     // Let hyper flush the headers and the partial body before the cut.
                     tokio::time::sleep(Duration::from_millis(30)).await;
                     let err = std::io::Error::new(
