@@ -322,13 +322,7 @@ fn bind(args: &DaemonArgs) -> Result<tokio::net::TcpListener, Failure> {
 
 /// `daemon start --foreground`: the daemon itself (also what the background re-exec runs).
 async fn foreground(global: &Global, args: &DaemonArgs) -> Result<i32, Failure> {
-    let run_id = match global.run_id.clone().filter(|s| !s.is_empty()) {
-        Some(id) => id,
-        None => crate::credentials::uuid_v7().map_err(|e| Failure {
-            message: e.to_string(),
-            code: 1,
-        })?,
-    };
+    let run_id = start::run_id(global)?;
     let logger = start::logger(global, &run_id);
     match serve_daemon(global, args, &run_id, &logger).await {
         // JSON logs stay parseable to the last line: the failure is a record too.

@@ -51,13 +51,7 @@ pub async fn run(global: &Global, args: StartArgs, dashboard: bool) -> Result<i3
         Ok("attached") => Role::Attached,
         _ => Role::Foreground,
     };
-    let run_id = match global.run_id.clone().filter(|s| !s.is_empty()) {
-        Some(id) => id,
-        None => crate::credentials::uuid_v7().map_err(|e| Failure {
-            message: e.to_string(),
-            code: 1,
-        })?,
-    };
+    let run_id = run_id(global)?;
     pairing::check_run_id(&run_id)?;
     let logger = logger(global, &run_id);
     let result = match role {
@@ -226,6 +220,17 @@ async fn supervise(
         logger.info("stopped");
     }
     outcome
+}
+
+/// `--run-id` / `OPENWRK_RUN_ID`, else a new UUIDv7.
+pub(crate) fn run_id(global: &Global) -> Result<String, Failure> {
+    match global.run_id.clone().filter(|s| !s.is_empty()) {
+        Some(id) => Ok(id),
+        None => crate::credentials::uuid_v7().map_err(|e| Failure {
+            message: e.to_string(),
+            code: 1,
+        }),
+    }
 }
 
 async fn after_ready(
