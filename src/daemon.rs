@@ -468,12 +468,8 @@ async fn remove(State(s): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) -> R
 
 /// OpenCode's `POST /instance/dispose?directory=<path>`, its answer relayed.
 async fn dispose(State(s): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) -> Response {
-    let workspace = match s.workspace(&id) {
-        Ok(w) => w,
-        Err(e) => return e.into_response(),
-    };
-    let base = match s.upstream() {
-        Ok(u) => u,
+    let (workspace, base) = match s.workspace(&id).and_then(|w| Ok((w, s.upstream()?))) {
+        Ok(found) => found,
         Err(e) => return e.into_response(),
     };
     let url = format!(
@@ -548,12 +544,8 @@ async fn proxy(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let raw = req.uri().path().strip_prefix("/w/").unwrap_or_default();
     let (id, rest) = raw.split_once('/').unwrap_or((raw, ""));
     let (id, rest) = (id.to_string(), rest.to_string());
-    let workspace = match s.workspace(&id) {
-        Ok(w) => w,
-        Err(e) => return e.into_response(),
-    };
-    let base = match s.upstream() {
-        Ok(u) => u,
+    let (workspace, base) = match s.workspace(&id).and_then(|w| Ok((w, s.upstream()?))) {
+        Ok(found) => found,
         Err(e) => return e.into_response(),
     };
     let url = format!(
