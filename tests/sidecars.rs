@@ -505,8 +505,8 @@ fn each_source_mode() {
     // external: OpenCode by path needs no permission and is not verified.
     let fake = m.tmp.path().join("my-opencode");
     fixtures::write_binary(&fake, "my opencode", None, 0).unwrap();
-    let o = m
-        .cmd(&[
+    let external_list = || {
+        m.cmd(&[
             "sidecars",
             "list",
             "--json",
@@ -515,20 +515,12 @@ fn each_source_mode() {
         ])
         .env("PATH", m.tmp.path())
         .output()
-        .unwrap();
+        .unwrap()
+    };
+    let o = external_list();
     fails(&o, 3, &["external opencode not found", "not on PATH"]);
     std::fs::rename(&fake, m.tmp.path().join("opencode")).unwrap();
-    let o = m
-        .cmd(&[
-            "sidecars",
-            "list",
-            "--json",
-            "--opencode-source",
-            "external",
-        ])
-        .env("PATH", m.tmp.path())
-        .output()
-        .unwrap();
+    let o = external_list();
     let v = ok(&o);
     assert_eq!(
         rows(&v)[0],
