@@ -61,6 +61,17 @@ pub enum ArchiveError {
     },
 }
 
+impl ArchiveError {
+    /// SPEC §9: a hostile or broken archive is a verification error (5); a
+    /// local disk that is full or not writable is a runtime failure (1).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ArchiveError::Write { .. } => 1,
+            _ => 5,
+        }
+    }
+}
+
 /// Checks an archive entry's path: relative, no `..`, no root or drive prefix.
 pub fn check_entry_path(name: &str) -> Result<PathBuf, &'static str> {
     if name.is_empty() {

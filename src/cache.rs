@@ -12,18 +12,20 @@ use crate::platform::Target;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("the sidecar dir {path} is {problem}: another user could replace a verified binary\nhint: {fix}, or pick another with --sidecar-dir / OPENWRK_SIDECAR_DIR")]
+    #[error("{path} is {problem}: another user could replace a verified binary\nhint: {fix}, or pick another sidecar dir with --sidecar-dir / OPENWRK_SIDECAR_DIR")]
     Unsafe {
         path: PathBuf,
         problem: String,
         fix: String,
     },
-    #[error("cannot use the sidecar cache at {path}: {source}\nhint: check its permissions, or pick another with --sidecar-dir / OPENWRK_SIDECAR_DIR")]
+    #[error("cannot use the sidecar cache at {path}: {source}\nhint: check free space and permissions, or pick another sidecar dir with --sidecar-dir / OPENWRK_SIDECAR_DIR")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("refusing to use {what} {value:?} in a cache path\nhint: the manifest or the OpenCode release names an invalid {what}")]
+    BadName { what: &'static str, value: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
@@ -33,14 +35,26 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
     }
 }
 
-/// What `.verified` records: the digest, and the identity of the file when it was hashed.
+/// What `.verified` records: the digest, and the identity of the file when it
+/// was hashed. ctime is part of it because a file's owner can set mtime back
+/// but not ctime: a tampered binary whose mtime was restored still fails.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Verified {
     pub sha256: String,
     pub size: u64,
     pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub device: u64,
     pub inode: u64,
+    /// What the digest was checked against when the file arrived: `sha256`
+    /// (a manifest or release digest) or `size` (the source gave no digest).
+    #[serde(default = "checked_sha256")]
+    pub checked: String,
+}
+
+fn checked_sha256() -> String {
+    "sha256".into()
 }
 
 /// How a cached binary was found.
@@ -65,6 +79,8 @@ pub struct Cache {
 
 #[derive(Debug, Clone)]
 pub struct CacheEntry {
+    /// The sidecar dir it lives in (where the trust check starts).
+    root: PathBuf,
     pub dir: PathBuf,
     pub binary: PathBuf,
 }
@@ -78,45 +94,48 @@ impl Cache {
         &self.root
     }
 
-    /// Refuses a cache that others could write to: world-writable, or owned by
-    /// another user. A missing dir is fine (it is created 0700 on first use).
+    /// Refuses a cache that others could write to: group- or world-writable,
+    /// or owned by another user. A missing dir is fine (it is created 0700).
     pub fn check_permissions(&self) -> Result<(), CacheError> {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            let Ok(meta) = std::fs::metadata(&self.root) else {
-                return Ok(());
-            };
-            let unsafe_dir = |problem: String, fix: String| CacheError::Unsafe {
-                path: self.root.clone(),
-                problem,
-                fix,
-            };
-            if meta.mode() & 0o002 != 0 {
-                return Err(unsafe_dir(
-                    format!("world-writable (mode {:o})", meta.mode() & 0o7777),
-                    format!("chmod 700 {}", self.root.display()),
-                ));
-            }
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            let me = unsafe { libc::geteuid() };
-            if meta.uid() != me {
-                return Err(unsafe_dir(
-                    format!("owned by uid {}, not by you (uid {me})", meta.uid()),
-                    format!("chown -R {me} {}", self.root.display()),
-                ));
-            }
+        match std::fs::metadata(&self.root) {
+            Ok(meta) => check_trusted(&self.root, &meta),
+            Err(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// The entry for one sidecar build; `binary` is the executable's file name.
-    pub fn entry(&self, name: &str, version: &str, target: Target, binary: &str) -> CacheEntry {
-        let dir = self.root.join(name).join(version).join(target.id());
-        CacheEntry {
-            binary: dir.join(binary),
-            dir,
+    /// Only the known sidecars and versions of SPEC §3.4's shape become paths.
+    pub fn entry(
+        &self,
+        name: &str,
+        version: &str,
+        target: Target,
+        binary: &str,
+    ) -> Result<CacheEntry, CacheError> {
+        if !crate::manifest::SIDECARS.contains(&name) {
+            return Err(CacheError::BadName {
+                what: "sidecar name",
+                value: name.into(),
+            });
         }
+        if crate::manifest::check_version(version).is_err() {
+            return Err(CacheError::BadName {
+                what: "version",
+                value: version.into(),
+            });
+        }
+        if binary != target.exe_name(name) {
+            return Err(CacheError::BadName {
+                what: "binary name",
+                value: binary.into(),
+            });
+        }
+        let dir = self.root.join(name).join(version).join(target.id());
+        Ok(CacheEntry {
+            binary: dir.join(binary),
+            root: self.root.clone(),
+            dir,
+        })
     }
 
     /// Every `(name, version, target dir)` in the cache.
@@ -186,6 +205,40 @@ impl CacheEntry {
         Ok(EntryLock { _file: file })
     }
 
+    /// Refuses an entry another user could have written: every directory from
+    /// the sidecar dir down, the binary and its `.verified` record must be
+    /// ours (or root's) and not group- or world-writable (SPEC §3.4).
+    pub fn check_trust(&self) -> Result<(), CacheError> {
+        let meta = std::fs::metadata(&self.root).map_err(io(&self.root))?;
+        check_trusted(&self.root, &meta)?;
+        let below = self.dir.strip_prefix(&self.root).unwrap_or(Path::new(""));
+        let mut path = self.root.clone();
+        let mut chain: Vec<PathBuf> = below
+            .components()
+            .map(|c| {
+                path.push(c);
+                path.clone()
+            })
+            .collect();
+        chain.push(self.binary.clone());
+        chain.push(self.verified_path());
+        for p in chain {
+            match std::fs::symlink_metadata(&p) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(CacheError::Unsafe {
+                        problem: "a symbolic link".into(),
+                        fix: format!("remove it (`rm {}`) and fetch again", p.display()),
+                        path: p,
+                    })
+                }
+                Ok(meta) => check_trusted(&p, &meta)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) => return Err(io(&p)(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the cached binary against `expected`; a mismatch moves it aside.
     pub fn check(&self, expected: &BinaryDigest) -> Result<Check, CacheError> {
         let meta = match std::fs::metadata(&self.binary) {
@@ -193,11 +246,9 @@ impl CacheEntry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Check::Missing),
             Err(e) => return Err(io(&self.binary)(e)),
         };
+        self.check_trust()?;
         if let Some(v) = self.read_verified() {
-            if v.sha256 == expected.sha256
-                && v.size == expected.size
-                && identity(&meta) == (v.size, v.mtime_ns, v.inode)
-            {
+            if v.sha256 == expected.sha256 && v.size == expected.size && v.same_file(&meta) {
                 return Ok(Check::Warm);
             }
         }
@@ -211,7 +262,10 @@ impl CacheEntry {
             }
         };
         if actual.sha256 == expected.sha256 && actual.size == expected.size {
-            self.record_verified()?;
+            let checked = self
+                .read_verified()
+                .map_or_else(checked_sha256, |v| v.checked);
+            self.record(&actual, &checked)?;
             return Ok(Check::Rehashed);
         }
         let moved_to = self.move_aside()?;
@@ -228,25 +282,24 @@ impl CacheEntry {
     }
 
     pub fn read_verified(&self) -> Option<Verified> {
-        serde_json::from_slice(&std::fs::read(self.verified_path()).ok()?).ok()
+        let bytes = crate::fsutil::read_capped(&self.verified_path(), 64 * 1024).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
-    /// Records that the binary, as it is now, was verified.
-    pub fn record_verified(&self) -> Result<(), CacheError> {
-        let digest = hash_file(&self.binary).map_err(io(&self.binary))?;
-        self.record_digest(&digest)
-    }
-
-    /// Records an already computed digest (the download just hashed the file).
+    /// Records an already computed digest (the download just hashed the
+    /// file), checked against a digest of the source.
     pub fn record_digest(&self, digest: &FileDigest) -> Result<(), CacheError> {
+        self.record(digest, "sha256")
+    }
+
+    /// Records a digest computed here when the source gave only a size.
+    pub fn record_size_checked(&self, digest: &FileDigest) -> Result<(), CacheError> {
+        self.record(digest, "size")
+    }
+
+    fn record(&self, digest: &FileDigest, checked: &str) -> Result<(), CacheError> {
         let meta = std::fs::metadata(&self.binary).map_err(io(&self.binary))?;
-        let (size, mtime_ns, inode) = identity(&meta);
-        let v = Verified {
-            sha256: digest.sha256.clone(),
-            size,
-            mtime_ns,
-            inode,
-        };
+        let v = Verified::of(&meta, digest, checked);
         let path = self.verified_path();
         crate::fsutil::write_atomic(
             &path,
@@ -291,19 +344,113 @@ impl CacheEntry {
     }
 }
 
-/// (size, mtime in ns, inode): what must not change for a warm start to skip hashing.
-fn identity(meta: &std::fs::Metadata) -> (u64, i128, u64) {
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0);
+impl Verified {
+    /// The record for a file whose metadata is `meta` and bytes hash to `digest`.
+    pub fn of(meta: &std::fs::Metadata, digest: &FileDigest, checked: &str) -> Verified {
+        let id = FileId::of(meta);
+        Verified {
+            sha256: digest.sha256.clone(),
+            size: id.size,
+            mtime_ns: id.mtime_ns,
+            ctime_ns: id.ctime_ns,
+            device: id.device,
+            inode: id.inode,
+            checked: checked.to_string(),
+        }
+    }
+
+    /// Whether `meta` is still the file that was hashed (SPEC §3.4's warm path).
+    pub fn same_file(&self, meta: &std::fs::Metadata) -> bool {
+        let id = FileId::of(meta);
+        (
+            self.size,
+            self.mtime_ns,
+            self.ctime_ns,
+            self.device,
+            self.inode,
+        ) == (id.size, id.mtime_ns, id.ctime_ns, id.device, id.inode)
+    }
+}
+
+/// What must not change for a warm start to skip hashing.
+struct FileId {
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    device: u64,
+    inode: u64,
+}
+
+impl FileId {
     #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(meta);
+    fn of(meta: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        FileId {
+            size: meta.len(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+            device: meta.dev(),
+            inode: meta.ino(),
+        }
+    }
+
+    /// Windows has no ctime or inode in std; creation and write times stand in.
     #[cfg(not(unix))]
-    let inode = 0;
-    (meta.len(), mtime, inode)
+    fn of(meta: &std::fs::Metadata) -> FileId {
+        let ns = |t: std::io::Result<std::time::SystemTime>| {
+            t.ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos() as i128)
+                .unwrap_or(0)
+        };
+        FileId {
+            size: meta.len(),
+            mtime_ns: ns(meta.modified()),
+            ctime_ns: ns(meta.created()),
+            device: 0,
+            inode: 0,
+        }
+    }
+}
+
+/// Owned by us or root, and writable by nobody else.
+#[cfg(unix)]
+fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), CacheError> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode() & 0o7777;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let unsafe_path = |problem: String, fix: String| CacheError::Unsafe {
+        path: path.to_path_buf(),
+        problem,
+        fix,
+    };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(unsafe_path(
+            format!("owned by uid {}, not by you (uid {me}) or root", meta.uid()),
+            format!("chown -R {me} {}", path.display()),
+        ));
+    }
+    if mode & 0o022 != 0 {
+        let who = if mode & 0o002 != 0 { "world" } else { "group" };
+        let fix = if meta.is_dir() {
+            "chmod 700"
+        } else {
+            "chmod go-w"
+        };
+        return Err(unsafe_path(
+            format!("{who}-writable (mode {mode:o})"),
+            format!("{fix} {}", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_trusted(_path: &Path, _meta: &std::fs::Metadata) -> Result<(), CacheError> {
+    // The data dir lives in the user's profile, which Windows ACLs keep private.
+    Ok(())
 }
 
 #[cfg(target_os = "linux")]
@@ -325,7 +472,9 @@ mod tests {
     fn warm_rehash_and_corrupt() {
         let tmp = tempfile::tempdir().unwrap();
         let cache = Cache::new(tmp.path());
-        let e = cache.entry("owpenbot", "1.0.0", Target::LinuxX64, "owpenbot");
+        let e = cache
+            .entry("owpenbot", "1.0.0", Target::LinuxX64, "owpenbot")
+            .unwrap();
         e.create_dir().unwrap();
         std::fs::write(&e.binary, b"hello world").unwrap();
         let sha = "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9";

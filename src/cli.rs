@@ -99,6 +99,9 @@ pub struct Global {
     /// Accept an unsigned local manifest although this openwrk requires signed ones (development)
     #[arg(long, global = true, env = "OPENWRK_ALLOW_UNSIGNED_MANIFEST", value_parser = bool_flag(), action = ArgAction::SetTrue)]
     pub allow_unsigned_manifest: bool,
+    /// Accept, for this run, a signed manifest of another openwrk version or older than the newest one seen
+    #[arg(long, global = true, env = "OPENWRK_ALLOW_DOWNGRADE", value_parser = bool_flag(), action = ArgAction::SetTrue)]
+    pub allow_downgrade: bool,
     /// Allow external (unverified) openwork-server and owpenbot binaries
     #[arg(long, global = true, env = "OPENWRK_ALLOW_EXTERNAL", value_parser = bool_flag(), action = ArgAction::SetTrue)]
     pub allow_external: bool,

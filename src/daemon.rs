@@ -609,15 +609,46 @@ fn has_body(headers: &HeaderMap, method: &Method) -> bool {
 }
 
 /// The client's query without its own `directory`, plus the workspace's.
+/// Keys are compared decoded (`dir%65ctory` is `directory` to OpenCode), so a
+/// client cannot smuggle in another workspace.
 fn with_directory(query: Option<&str>, directory: &str) -> String {
     let mut parts: Vec<&str> = query
         .unwrap_or_default()
         .split('&')
-        .filter(|p| !p.is_empty() && p.split('=').next() != Some("directory"))
+        .filter(|p| !p.is_empty() && !names_directory(p.split('=').next().unwrap_or_default()))
         .collect();
     let ours = format!("directory={}", encode_query_value(directory));
     parts.push(&ours);
     parts.join("&")
+}
+
+/// Whether a raw query key decodes to `directory` (any case, `+` as space,
+/// surrounding spaces ignored): erring towards stripping is safe.
+fn names_directory(raw_key: &str) -> bool {
+    let plus_as_space = raw_key.replace('+', " ");
+    let bytes = plus_as_space.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied(),
+            bytes.get(i + 2).copied(),
+        ) {
+            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
+                decoded.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded)
+        .trim()
+        .eq_ignore_ascii_case("directory")
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters and `/`, so
@@ -656,6 +687,18 @@ mod tests {
             "a=1&b=x%20y&directory=/home/me/my%20proj%2B1"
         );
         assert_eq!(with_directory(None, "/w"), "directory=/w");
+        // Encoded spellings of the key are the same key to OpenCode.
+        assert_eq!(
+            with_directory(
+                Some("dir%65ctory=/etc&%64irectory=/x&Directory=/y&directory+=/z&directory"),
+                "/w"
+            ),
+            "directory=/w"
+        );
+        assert_eq!(
+            with_directory(Some("directoryx=1&dir=2"), "/w"),
+            "directoryx=1&dir=2&directory=/w"
+        );
         assert_eq!(encode_query_value("/a/ä&b"), "/a/%C3%A4%26b");
     }
 

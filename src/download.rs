@@ -159,6 +159,12 @@ pub enum DownloadError {
     },
     #[error("{url} announces or sends more than the {limit} bytes expected\nhint: the server serves a different file than the manifest names; nothing was kept")]
     TooLong { url: String, limit: u64 },
+    #[error("{url} announces {announced} bytes, but the manifest says {expected}\nhint: the server serves a different file than the manifest names; nothing was kept")]
+    LengthMismatch {
+        url: String,
+        expected: u64,
+        announced: u64,
+    },
     #[error("size mismatch for {asset}\n  url:      {url}\n  expected: {expected} bytes\n  actual:   {actual} bytes\nhint: the server serves a different file than the manifest names; nothing was kept")]
     SizeMismatch {
         asset: String,
@@ -199,6 +205,40 @@ impl std::fmt::Display for ExpectedSize {
 }
 
 impl DownloadError {
+    /// SPEC §9: wrong bytes 5, a local disk full or not writable 1, bad
+    /// settings 3, anything on the network 4.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            e if e.is_verification() => 5,
+            DownloadError::Io { .. } => 1,
+            DownloadError::Config(_) => 3,
+            _ => 4,
+        }
+    }
+
+    /// Strips the userinfo of every URL the error shows (SPEC §8).
+    pub fn hide_credentials(&mut self) {
+        use crate::sanitize::strip_userinfo;
+        match self {
+            DownloadError::Connect { url, cause, .. }
+            | DownloadError::Truncated { url, cause, .. } => {
+                *url = strip_userinfo(url);
+                *cause = strip_userinfo(cause);
+            }
+            DownloadError::Idle { url, .. }
+            | DownloadError::Stalled { url, .. }
+            | DownloadError::NotFound { url, .. }
+            | DownloadError::RateLimited { url, .. }
+            | DownloadError::Status { url, .. }
+            | DownloadError::TooLong { url, .. }
+            | DownloadError::LengthMismatch { url, .. }
+            | DownloadError::SizeMismatch { url, .. }
+            | DownloadError::DigestMismatch { url, .. } => *url = strip_userinfo(url),
+            DownloadError::Config(text) => *text = strip_userinfo(text),
+            DownloadError::Io { .. } => {}
+        }
+    }
+
     /// True when the bytes arrived but are not the ones expected (exit code 5).
     pub fn is_verification(&self) -> bool {
         matches!(
@@ -206,6 +246,7 @@ impl DownloadError {
             DownloadError::SizeMismatch { .. }
                 | DownloadError::DigestMismatch { .. }
                 | DownloadError::TooLong { .. }
+                | DownloadError::LengthMismatch { .. }
         )
     }
 }
@@ -326,7 +367,12 @@ impl Downloader {
             sha256: hex::encode(state.hasher.finalize()),
             size: state.written,
         };
-        verify(url, dest, expected, &digest)?;
+        verify(
+            &crate::sanitize::strip_userinfo(url),
+            dest,
+            expected,
+            &digest,
+        )?;
         part.persist(dest)?;
         progress.finish();
         Ok(digest)
@@ -454,6 +500,17 @@ impl Downloader {
                 return Err(Attempt::Fatal(DownloadError::TooLong {
                     url: url.into(),
                     limit,
+                }));
+            }
+        }
+        // A body announced shorter than the manifest's size is the wrong file:
+        // retrying cannot make it right (SPEC §2.5).
+        if let (Some(size), Some(announced)) = (expected.size, total) {
+            if announced != size {
+                return Err(Attempt::Fatal(DownloadError::LengthMismatch {
+                    url: url.into(),
+                    expected: size,
+                    announced,
                 }));
             }
         }
@@ -613,8 +670,10 @@ fn range_starts_at(response: &reqwest::Response, offset: u64) -> bool {
         == Some(offset)
 }
 
-/// Fills in how many attempts were made and how many bytes arrived in the end.
+/// Fills in how many attempts were made and how many bytes arrived in the end,
+/// and hides URL credentials (a mirror URL may carry `user:password@`).
 fn with_attempts(mut e: DownloadError, n: u32, written: u64) -> DownloadError {
+    e.hide_credentials();
     match &mut e {
         DownloadError::Connect { attempts, .. }
         | DownloadError::Idle { attempts, .. }

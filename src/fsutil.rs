@@ -18,6 +18,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads at most `limit` bytes of a file; a longer one (or an endless one such
+/// as `/dev/zero`) is an error of kind `FileTooLarge`, never a huge allocation.
+pub fn read_capped(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("larger than {limit} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Makes a rename durable. Best effort: not every platform can open a directory.
 pub fn sync_dir(dir: &Path) {
     #[cfg(unix)]

@@ -171,6 +171,20 @@ pub enum GithubError {
     BadResponse { url: String, reason: String },
 }
 
+impl GithubError {
+    /// SPEC §9: the network or GitHub failing is 4; a bad setting or a
+    /// release that does not exist is a configuration error (3).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            GithubError::Unreachable { .. }
+            | GithubError::RateLimited { .. }
+            | GithubError::Status { .. }
+            | GithubError::BadResponse { .. } => 4,
+            _ => 3,
+        }
+    }
+}
+
 /// When a rate limit resets, rendered as "; resets at 14:05:00 (in 12 minutes)".
 #[derive(Debug, Clone)]
 pub struct ResetTime(pub Option<i64>);

@@ -18,6 +18,8 @@ pub mod manifest;
 pub mod opencode;
 pub mod platform;
 pub mod resolve;
+pub mod rollback;
+pub mod sanitize;
 pub mod signature;
 pub mod supervise;
 pub mod workspaces;

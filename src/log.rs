@@ -345,16 +345,19 @@ pub fn format_pretty(r: &Record, color: bool) -> String {
         }
         message.push_str(&format!("{k}={v}"));
     }
+    // A child's terminal control sequences are shown, never acted on (SPEC §8).
+    let message = crate::sanitize::escape_controls(&message);
+    let component = crate::sanitize::escape_controls(&r.component);
     let level = r.severity.text();
     if color {
         format!(
             "\x1b[2m{time}\x1b[0m \x1b[{}m{level:<5}\x1b[0m \x1b[{}m{:<15}\x1b[0m  {message}",
             severity_color(r.severity),
             component_color(&r.component),
-            r.component
+            component
         )
     } else {
-        format!("{time} {level:<5} {:<15}  {message}", r.component)
+        format!("{time} {level:<5} {component:<15}  {message}")
     }
 }
 
@@ -534,8 +537,17 @@ impl Logger {
             .unwrap_or_default()
     }
 
-    fn emit(&self, record: Record) {
+    fn emit(&self, mut record: Record) {
         let s = &self.0.settings;
+        // No URL in any record shows its userinfo (SPEC §8).
+        record.body = crate::sanitize::strip_userinfo(&record.body);
+        for v in record.attributes.values_mut() {
+            if let Value::String(text) = v {
+                if text.contains("://") {
+                    *text = crate::sanitize::strip_userinfo(text);
+                }
+            }
+        }
         {
             let mut tails = self.0.tails.lock().unwrap_or_else(|e| e.into_inner());
             let tail = tails.entry(record.component.clone()).or_default();

@@ -12,7 +12,8 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let code = runtime.block_on(run(cli)).unwrap_or_else(|f| {
-        eprintln!("error: {}", f.message);
+        // Messages quote manifests, URLs and child output: never a credential or control sequence.
+        eprintln!("error: {}", openwrk::sanitize::for_output(&f.message));
         f.code
     });
     std::process::exit(code);

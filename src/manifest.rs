@@ -167,9 +167,28 @@ impl Manifest {
                 ),
             ));
         }
-        for (name, entry) in &self.entries {
+        // Only the sidecars openwrk knows are used; their strings become cache
+        // paths, so they are held to SPEC §3.4's shapes. Other entries (a newer
+        // manifest may carry more sidecars) are never touched.
+        for (name, entry) in self
+            .entries
+            .iter()
+            .filter(|(n, _)| SIDECARS.contains(&n.as_str()))
+        {
+            if let Err(reason) = check_version(entry.version.as_str()) {
+                return Err(err(format!("entries.{name}.version"), &reason));
+            }
             for (target, asset) in &entry.targets {
                 let at = format!("entries.{name}.targets.{target}");
+                if target.parse::<Target>().is_err() {
+                    return Err(err(
+                        at,
+                        &format!(
+                            "unknown target {target:?}: expected one of {}",
+                            Target::ALL.map(Target::id).join(", ")
+                        ),
+                    ));
+                }
                 if asset.archive.is_some() {
                     if asset.binary.is_none() {
                         return Err(err(
@@ -200,6 +219,14 @@ impl Manifest {
         Ok(())
     }
 
+    /// Entry names this openwrk does not use (ignored, with a note).
+    pub fn unknown_entries(&self) -> impl Iterator<Item = &str> {
+        self.entries
+            .keys()
+            .map(String::as_str)
+            .filter(|n| !SIDECARS.contains(n))
+    }
+
     /// The entry for `name` on `target`, if the manifest has one.
     pub fn target(&self, name: &str, target: Target) -> Option<(&Entry, &TargetAsset)> {
         let entry = self.entries.get(name)?;
@@ -226,6 +253,22 @@ fn sorted(value: serde_json::Value) -> serde_json::Value {
         }
         Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
         other => other,
+    }
+}
+
+/// A sidecar version as it may appear in a cache path (SPEC §3.4):
+/// `^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$` and no `..`.
+pub fn check_version(v: &str) -> Result<(), String> {
+    let mut chars = v.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '_' | '-'));
+    if first_ok && rest_ok && v.len() <= 64 && !v.contains("..") {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected a version of letters, digits and `.+_-` (at most 64, starting with a letter or digit, no `..`), got {:?}",
+            crate::sanitize::escape_controls(v)
+        ))
     }
 }
 

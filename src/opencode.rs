@@ -14,7 +14,7 @@ use crate::download::{DownloadError, Expected};
 use crate::github::{GitHub, GithubError, Release, Repo, VersionRequest};
 use crate::manifest::{BinaryDigest, OPENCODE};
 use crate::platform::Target;
-use crate::resolve::{Origin, ResolveError, Resolved, Resolver};
+use crate::resolve::{Origin, Recheck, ResolveError, Resolved, Resolver};
 
 /// How long a resolved "latest" is trusted without asking GitHub again.
 pub const LATEST_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -202,9 +202,12 @@ impl Resolver {
         let Some(version) = version else {
             return (None, None);
         };
-        let entry = self
+        let Ok(entry) = self
             .cache
-            .entry(OPENCODE, &version, target, &target.exe_name(OPENCODE));
+            .entry(OPENCODE, &version, target, &target.exe_name(OPENCODE))
+        else {
+            return (None, None);
+        };
         let ok = entry.read_verified().is_some_and(|rec| {
             matches!(
                 entry.check(&BinaryDigest {
@@ -226,25 +229,38 @@ impl Resolver {
         let (version, release) = self.opencode_version(target).await?;
         let entry = self
             .cache
-            .entry(OPENCODE, &version, target, &target.exe_name(OPENCODE));
-        let resolved = |origin, verified| Resolved {
-            name: OPENCODE.into(),
-            version: version.clone(),
-            target,
-            origin,
-            path: entry.binary.clone(),
-            verified,
+            .entry(OPENCODE, &version, target, &target.exe_name(OPENCODE))?;
+        let resolved = |origin, verified| -> Resolved {
+            // Later executions are checked against the digest recorded now.
+            let rec = entry.read_verified();
+            Resolved {
+                name: OPENCODE.into(),
+                version: version.clone(),
+                target,
+                origin,
+                path: entry.binary.clone(),
+                verified,
+                recheck: Recheck::Cache {
+                    entry: entry.clone(),
+                    sha256: rec.as_ref().map(|r| r.sha256.clone()).unwrap_or_default(),
+                    size: rec.map_or(0, |r| r.size),
+                },
+            }
         };
-        // The cache record holds the digest verified against GitHub's at download time.
+        // The cache record holds the digest verified against GitHub's at download
+        // time, and says whether GitHub gave one (else only the size was checked).
         let recorded =
             |e: &crate::cache::CacheEntry| -> Result<Option<&'static str>, ResolveError> {
                 let Some(rec) = e.read_verified() else {
                     return Ok(None);
                 };
+                let size_only = rec.checked == "size";
                 match e.check(&BinaryDigest {
                     sha256: &rec.sha256,
                     size: rec.size,
                 })? {
+                    Check::Warm if size_only => Ok(Some("warm-size")),
+                    Check::Rehashed if size_only => Ok(Some("size")),
                     Check::Warm => Ok(Some("warm")),
                     Check::Rehashed => Ok(Some("sha256")),
                     Check::Corrupt { moved_to, .. } => {
@@ -262,6 +278,7 @@ impl Resolver {
         }
         let _lock = entry
             .lock(|| (self.notify)("waiting for another openwrk to finish downloading opencode"))?;
+        entry.check_trust()?;
         if let Some(how) = recorded(&entry)? {
             return Ok(resolved(Origin::Cache, how));
         }
@@ -294,6 +311,7 @@ impl Resolver {
             (self.notify)(&format!("opencode {version}: using {} ({why})", asset.name));
         }
         let sha256 = asset.sha256();
+        let sha256_given = sha256.is_some();
         if sha256.is_none() {
             (self.notify)(&format!(
                 "note: GitHub gives no digest for {}; only its size is checked",
@@ -339,8 +357,14 @@ impl Resolver {
         .await
         .expect("extraction task");
         let _ = std::fs::remove_file(&archive_path);
-        entry.record_digest(&extracted?)?;
-        Ok(resolved(Origin::Downloaded, "sha256"))
+        let extracted = extracted?;
+        if sha256_given {
+            entry.record_digest(&extracted)?;
+            Ok(resolved(Origin::Downloaded, "sha256"))
+        } else {
+            entry.record_size_checked(&extracted)?;
+            Ok(resolved(Origin::Downloaded, "size"))
+        }
     }
 }
 

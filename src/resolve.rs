@@ -62,6 +62,8 @@ pub struct Settings {
     pub allow_unsigned_manifest: bool,
     /// Run-time signing key (`OPENWRK_MANIFEST_PUBKEY`); a built-in key wins.
     pub manifest_pubkey: Option<String>,
+    /// Accept a signed manifest of another version or older than the newest seen (one run).
+    pub allow_downgrade: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,14 @@ pub enum ResolveError {
     },
     #[error("could not fetch the sidecar manifest {url}: {cause}\nhint: check the network, or pass --sidecar-manifest with a local file or --sidecar-base-url with a reachable mirror")]
     ManifestUnreachable { url: String, cause: String },
+    #[error("{what} {value} has the scheme {scheme}\nhint: give an https:// URL (http:// only for a loopback host such as 127.0.0.1), a file:// URL or a local path")]
+    BadUrl {
+        what: &'static str,
+        value: String,
+        scheme: String,
+    },
+    #[error("the sidecar manifest {origin} is larger than {limit} bytes\nhint: this is not a manifest (they are a few kilobytes); check --sidecar-manifest / --sidecar-base-url")]
+    ManifestTooLarge { origin: String, limit: u64 },
     #[error("cannot read the sidecar manifest {path}: {source}\nhint: check the path given to --sidecar-manifest")]
     ManifestFile {
         path: String,
@@ -125,6 +135,10 @@ pub enum ResolveError {
     #[error(transparent)]
     Signature(#[from] crate::signature::SignatureError),
     #[error(transparent)]
+    Rollback(#[from] crate::rollback::RollbackError),
+    #[error("{0}\nhint: nothing was run; the cached copy was moved aside and the next start fetches it again")]
+    Changed(Box<Mismatch>),
+    #[error(transparent)]
     Download(#[from] DownloadError),
     #[error(transparent)]
     Archive(#[from] archive::ArchiveError),
@@ -139,7 +153,9 @@ impl ResolveError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ResolveError::ManifestUnreachable { .. } => 4,
+            ResolveError::BadUrl { .. } => 2,
             ResolveError::ManifestStatus { .. }
+            | ResolveError::ManifestTooLarge { .. }
             | ResolveError::ManifestFile { .. }
             | ResolveError::ManifestInvalid { .. }
             | ResolveError::NotInManifest { .. }
@@ -148,19 +164,15 @@ impl ResolveError {
             | ResolveError::Platform(_) => 3,
             ResolveError::ExternalNotAllowed { .. } => 2,
             ResolveError::NotInRelease { .. } | ResolveError::Signature(_) => 3,
-            ResolveError::Github(e) => match e {
-                crate::github::GithubError::Unreachable { .. }
-                | crate::github::GithubError::RateLimited { .. }
-                | crate::github::GithubError::Status { .. }
-                | crate::github::GithubError::BadResponse { .. } => 4,
-                _ => 3,
-            },
+            ResolveError::Github(e) => e.exit_code(),
+            ResolveError::Rollback(crate::rollback::RollbackError::BadTime { .. }) => 3,
             ResolveError::BundledMismatch { .. }
             | ResolveError::ExtractedMismatch { .. }
-            | ResolveError::Archive(_) => 5,
-            ResolveError::Download(e) if e.is_verification() => 5,
-            ResolveError::Download(_) => 4,
-            ResolveError::Cache(CacheError::Unsafe { .. }) => 3,
+            | ResolveError::Changed(_)
+            | ResolveError::Rollback(_) => 5,
+            ResolveError::Archive(e) => e.exit_code(),
+            ResolveError::Download(e) => e.exit_code(),
+            ResolveError::Cache(CacheError::Unsafe { .. } | CacheError::BadName { .. }) => 3,
             ResolveError::Cache(_) => 1,
         }
     }
@@ -199,12 +211,30 @@ pub enum Location {
 }
 
 impl Location {
-    fn parse(s: &str) -> Location {
-        if s.starts_with("http://") || s.starts_with("https://") {
-            Location::Url(s.trim_end_matches('/').to_string())
-        } else {
-            Location::Dir(PathBuf::from(s.strip_prefix("file://").unwrap_or(s)))
+    /// A manifest or mirror location: `https://` anywhere, `http://` only on
+    /// a loopback host (a plain-text fetch over a network is refused rather
+    /// than trusted to the signature alone), `file://` or a path.
+    pub fn parse(what: &'static str, s: &str) -> Result<Location, ResolveError> {
+        if let Some(path) = s.strip_prefix("file://") {
+            return Ok(Location::Dir(PathBuf::from(path)));
         }
+        let Some((scheme, rest)) = s.split_once("://") else {
+            return Ok(Location::Dir(PathBuf::from(s)));
+        };
+        let bad = || ResolveError::BadUrl {
+            what,
+            value: crate::sanitize::for_output(s),
+            scheme: format!("{}://", crate::sanitize::escape_line(scheme)),
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "https" => {}
+            "http" if is_loopback_authority(rest) => {}
+            _ => return Err(bad()),
+        }
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(bad());
+        }
+        Ok(Location::Url(s.trim_end_matches('/').to_string()))
     }
 
     fn join(&self, name: &str) -> String {
@@ -213,6 +243,21 @@ impl Location {
             Location::Dir(d) => d.join(name).display().to_string(),
         }
     }
+}
+
+/// Whether the host of `authority[/path]` is `localhost` or a loopback address.
+fn is_loopback_authority(rest: &str) -> bool {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Where the chosen binary came from.
@@ -242,16 +287,37 @@ pub struct Resolved {
     pub target: Target,
     pub origin: Origin,
     pub path: PathBuf,
-    /// How it was verified: `warm` (cache record matched), `sha256` (hashed now) or `external` (not verified).
+    /// How it was verified: `warm` (its record matched), `sha256` (hashed
+    /// now against a digest), `size` (the source gave only a size; the
+    /// binary's own sha256 is recorded for later runs) or `external`.
     pub verified: &'static str,
+    /// How to verify it again before a later execution.
+    pub recheck: Recheck,
+}
+
+/// What a later execution checks first (SPEC §3.4: a warm check before every execution).
+#[derive(Debug, Clone)]
+pub enum Recheck {
+    /// External binaries are not verified.
+    None,
+    /// A cache entry and the digest its binary must have.
+    Cache {
+        entry: crate::cache::CacheEntry,
+        sha256: String,
+        size: u64,
+    },
+    /// A bundled binary and the digest the manifest names.
+    Bundled { sha256: String, size: u64 },
 }
 
 impl Resolved {
     /// One line for `--verbose` and `sidecars fetch`: source, version, path and how it was verified.
     pub fn describe(&self) -> String {
         let how = match self.verified {
-            "warm" => "verified before; size, mtime and inode unchanged since",
+            "warm" => "verified before; size, mtime, ctime and inode unchanged since",
+            "warm-size" => "verified before by size only (the source gave no digest); unchanged since",
             "sha256" => "size and sha256 checked",
+            "size" => "only the size could be checked: the source gave no digest; the binary's sha256 is recorded for later runs",
             _ => "not verified (external binary)",
         };
         format!(
@@ -262,6 +328,62 @@ impl Resolved {
             self.origin.as_str(),
             self.path.display()
         )
+    }
+
+    /// Verifies the binary again right before it runs (the daemon's restarts
+    /// included): a warm check of the cache record, else a rehash. A binary
+    /// that changed is never run.
+    pub fn recheck(&self) -> Result<(), ResolveError> {
+        let changed = |actual: crate::digest::FileDigest, sha256: &str, size: u64| {
+            ResolveError::Changed(Box::new(Mismatch {
+                what: format!(
+                    "{} at {} changed since it was verified",
+                    self.name,
+                    self.path.display()
+                ),
+                expected: sha256.to_string(),
+                expected_size: size,
+                actual: actual.sha256,
+                actual_size: actual.size,
+            }))
+        };
+        match &self.recheck {
+            Recheck::None => Ok(()),
+            Recheck::Cache {
+                entry,
+                sha256,
+                size,
+            } => {
+                let want = crate::manifest::BinaryDigest {
+                    sha256,
+                    size: *size,
+                };
+                match entry.check(&want)? {
+                    Check::Warm | Check::Rehashed => Ok(()),
+                    Check::Corrupt { actual, .. } => Err(changed(actual, sha256, *size)),
+                    Check::Missing => Err(changed(
+                        crate::digest::FileDigest {
+                            sha256: "(missing)".into(),
+                            size: 0,
+                        },
+                        sha256,
+                        *size,
+                    )),
+                }
+            }
+            Recheck::Bundled { sha256, size } => {
+                let actual =
+                    crate::digest::hash_file(&self.path).map_err(|source| CacheError::Io {
+                        path: self.path.clone(),
+                        source,
+                    })?;
+                if actual.sha256 == *sha256 && actual.size == *size {
+                    Ok(())
+                } else {
+                    Err(changed(actual, sha256, *size))
+                }
+            }
+        }
     }
 }
 
@@ -332,18 +454,22 @@ impl Resolver {
             .as_ref()
             .map(|d| d.join(MANIFEST_FILE))
             .filter(|p| p.is_file());
-        let (location, explicit_base) = if let Some(m) = &s.manifest {
-            (
-                Location::parse(m),
-                s.base_url.as_deref().map(Location::parse),
-            )
-        } else if let Some(base) = &s.base_url {
-            let base = Location::parse(base);
-            (Location::parse(&base.join(MANIFEST_FILE)), Some(base))
+        let explicit_base = s
+            .base_url
+            .as_deref()
+            .map(|b| Location::parse("--sidecar-base-url", b))
+            .transpose()?;
+        let location = if let Some(m) = &s.manifest {
+            Location::parse("--sidecar-manifest", m)?
+        } else if let Some(base) = &explicit_base {
+            match base {
+                Location::Url(u) => Location::Url(format!("{u}/{MANIFEST_FILE}")),
+                Location::Dir(d) => Location::Dir(d.join(MANIFEST_FILE)),
+            }
         } else if let Some(path) = bundled {
-            (Location::Dir(path), None)
+            Location::Dir(path)
         } else {
-            (Location::Url(default_manifest_url()), None)
+            Location::Url(default_manifest_url())
         };
         let key = crate::signature::TrustedKey::select(
             crate::signature::EMBEDDED_KEY,
@@ -351,21 +477,34 @@ impl Resolver {
         )?;
         let (bytes, origin, from_cache, signature) = match &location {
             Location::Dir(path) => {
-                let bytes = std::fs::read(path).map_err(|source| ResolveError::ManifestFile {
-                    path: path.display().to_string(),
-                    source,
+                let origin = path.display().to_string();
+                let bytes = read_small(path).map_err(|source| {
+                    if source.kind() == std::io::ErrorKind::FileTooLarge {
+                        ResolveError::ManifestTooLarge {
+                            origin: origin.clone(),
+                            limit: SMALL_FILE_LIMIT,
+                        }
+                    } else {
+                        ResolveError::ManifestFile {
+                            path: origin.clone(),
+                            source,
+                        }
+                    }
                 })?;
                 let sig_path = sig_path(path);
-                let signature = match std::fs::read(&sig_path) {
-                    Ok(sig) => Ok(sig),
-                    Err(e) => Err(format!("{}: {e}", sig_path.display())),
-                };
-                (bytes, path.display().to_string(), false, signature)
+                let signature =
+                    read_small(&sig_path).map_err(|e| format!("{}: {e}", sig_path.display()));
+                (bytes, origin, false, signature)
             }
             Location::Url(url) => {
                 let (bytes, from_cache, signature) =
                     self.fetch_manifest(url, refresh, key.is_some()).await?;
-                (bytes, url.clone(), from_cache, signature)
+                (
+                    bytes,
+                    crate::sanitize::strip_userinfo(url),
+                    from_cache,
+                    signature,
+                )
             }
         };
         if let Some(key) = &key {
@@ -380,7 +519,7 @@ impl Resolver {
                 Err(detail) => {
                     return Err(crate::signature::SignatureError::Missing {
                         origin,
-                        detail: detail.clone(),
+                        detail: crate::sanitize::strip_userinfo(detail),
                     }
                     .into())
                 }
@@ -391,6 +530,15 @@ impl Resolver {
                 origin: origin.clone(),
                 error,
             })?;
+        if let (Some(key), Ok(_)) = (&key, &signature) {
+            self.check_rollback(key, &origin, &manifest)?;
+        }
+        for name in manifest.unknown_entries() {
+            (self.notify)(&format!(
+                "note: the manifest {origin} names a sidecar this openwrk does not know ({}); ignored",
+                crate::sanitize::escape_line(name)
+            ));
+        }
         if let (Location::Url(url), false) = (&location, from_cache) {
             // Kept only once it verified and parsed, so a warm start can trust it.
             self.keep_manifest(url, &bytes, signature.as_deref().ok());
@@ -413,6 +561,32 @@ impl Resolver {
         })
     }
 
+    /// SPEC §3.1: a signed manifest must be this openwrk's and not older than
+    /// the newest this data dir accepted under the same key.
+    fn check_rollback(
+        &self,
+        key: &crate::signature::TrustedKey,
+        origin: &str,
+        manifest: &Manifest,
+    ) -> Result<(), ResolveError> {
+        let allowed = crate::rollback::check(
+            &self.settings.data_dir,
+            &key.id,
+            origin,
+            manifest.version.as_str(),
+            manifest.generated_at.as_str(),
+            self.settings.allow_downgrade,
+        )?;
+        if let Some(crate::rollback::Allowed(e)) = allowed {
+            let what = e.to_string();
+            (self.notify)(&format!(
+                "warning: {} (accepted for this run: --allow-downgrade)",
+                what.lines().next().unwrap_or_default()
+            ));
+        }
+        Ok(())
+    }
+
     fn manifest_cache_path(&self, url: &str) -> PathBuf {
         let key = crate::digest::sha256_hex(url.as_bytes());
         self.settings
@@ -431,9 +605,9 @@ impl Resolver {
     ) -> Result<(Vec<u8>, bool, Result<Vec<u8>, String>), ResolveError> {
         let kept = self.manifest_cache_path(url);
         if !refresh {
-            if let Ok(bytes) = std::fs::read(&kept) {
+            if let Ok(bytes) = read_small(&kept) {
                 let sig_path = sig_path(&kept);
-                let signature = std::fs::read(&sig_path)
+                let signature = read_small(&sig_path)
                     .map_err(|e| format!("kept copy {}: {e}", sig_path.display()));
                 return Ok((bytes, true, signature));
             }
@@ -498,12 +672,16 @@ impl Resolver {
             Err(DownloadError::NotFound { status, .. })
             | Err(DownloadError::Status { status, .. }) => Err(ResolveError::ManifestStatus {
                 version: crate::VERSION,
-                url: url.to_string(),
+                url: crate::sanitize::strip_userinfo(url),
                 status,
+            }),
+            Err(DownloadError::TooLong { limit, .. }) => Err(ResolveError::ManifestTooLarge {
+                origin: crate::sanitize::strip_userinfo(url),
+                limit,
             }),
             Err(e @ DownloadError::Io { .. }) => Err(ResolveError::Download(e)),
             Err(e) => Err(ResolveError::ManifestUnreachable {
-                url: url.to_string(),
+                url: crate::sanitize::strip_userinfo(url),
                 cause: e.to_string().lines().next().unwrap_or_default().to_string(),
             }),
         };
@@ -544,6 +722,7 @@ impl Resolver {
         if matches!(mode, SourceMode::Auto | SourceMode::Bundled) {
             match self.bundled(name, &binary, asset, mode)? {
                 Some(path) => {
+                    let want = asset.binary_digest();
                     return Ok(Resolved {
                         name: name.into(),
                         version,
@@ -551,7 +730,11 @@ impl Resolver {
                         origin: Origin::Bundled,
                         path,
                         verified: "sha256",
-                    })
+                        recheck: Recheck::Bundled {
+                            sha256: want.sha256.to_string(),
+                            size: want.size,
+                        },
+                    });
                 }
                 None if mode == SourceMode::Bundled => {
                     unreachable!("bundled() errors in bundled mode")
@@ -559,17 +742,8 @@ impl Resolver {
                 None => {}
             }
         }
-        let (path, origin, verified) = self
-            .cached_or_download(name, &version, target, asset, &loaded.base)
-            .await?;
-        Ok(Resolved {
-            name: name.into(),
-            version,
-            target,
-            origin,
-            path,
-            verified,
-        })
+        self.cached_or_download(name, &version, target, asset, &loaded.base)
+            .await
     }
 
     /// The bundled binary if present and matching; in `bundled` mode anything else is an error.
@@ -663,6 +837,7 @@ impl Resolver {
             origin: Origin::External,
             path,
             verified: "external",
+            recheck: Recheck::None,
         })
     }
 
@@ -674,14 +849,27 @@ impl Resolver {
         target: Target,
         asset: &TargetAsset,
         base: &Location,
-    ) -> Result<(PathBuf, Origin, &'static str), ResolveError> {
+    ) -> Result<Resolved, ResolveError> {
         let entry = self
             .cache
-            .entry(name, version, target, &target.exe_name(name));
+            .entry(name, version, target, &target.exe_name(name))?;
         let want = asset.binary_digest();
+        let resolved = |origin, verified| Resolved {
+            name: name.to_string(),
+            version: version.to_string(),
+            target,
+            origin,
+            path: entry.binary.clone(),
+            verified,
+            recheck: Recheck::Cache {
+                entry: entry.clone(),
+                sha256: want.sha256.to_string(),
+                size: want.size,
+            },
+        };
         match entry.check(&want)? {
-            Check::Warm => return Ok((entry.binary, Origin::Cache, "warm")),
-            Check::Rehashed => return Ok((entry.binary, Origin::Cache, "sha256")),
+            Check::Warm => return Ok(resolved(Origin::Cache, "warm")),
+            Check::Rehashed => return Ok(resolved(Origin::Cache, "sha256")),
             Check::Corrupt { moved_to, actual } => (self.notify)(&format!(
                 "warning: cached {name} {version} did not match the manifest (expected sha256 {}, found {}); moved it to {} and fetching it again",
                 want.sha256,
@@ -695,9 +883,11 @@ impl Resolver {
                 "waiting for another openwrk to finish downloading {name}"
             ))
         })?;
+        // The directory exists now: never download into one another user can write.
+        entry.check_trust()?;
         // Another process may have fetched it while we waited.
         if let Check::Warm | Check::Rehashed = entry.check(&want)? {
-            return Ok((entry.binary, Origin::Cache, "sha256"));
+            return Ok(resolved(Origin::Cache, "sha256"));
         }
         entry.clean_stale_parts();
         let source = base.join(asset.asset.as_str());
@@ -746,7 +936,7 @@ impl Resolver {
                 entry.record_digest(&digest)?;
             }
         }
-        Ok((entry.binary, Origin::Downloaded, "sha256"))
+        Ok(resolved(Origin::Downloaded, "sha256"))
     }
 
     /// Downloads a URL, or copies from a local mirror directory, verifying either way.
@@ -773,6 +963,12 @@ impl Resolver {
 
 /// Manifests and signatures are small; an endless body is cut off here.
 const SMALL_FILE_LIMIT: u64 = 8 * 1024 * 1024;
+
+/// A manifest, signature or kept copy, never more than the cap (a local
+/// `/dev/zero` must not grow without bound either).
+fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
+    crate::fsutil::read_capped(path, SMALL_FILE_LIMIT)
+}
 
 /// `<manifest>.minisig` beside a manifest file.
 fn sig_path(manifest: &Path) -> PathBuf {

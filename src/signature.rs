@@ -28,6 +28,8 @@ pub enum SignatureError {
 pub struct TrustedKey {
     key: PublicKey,
     pub source_name: &'static str,
+    /// Names the key in `manifest-state.json` (rollback protection).
+    pub id: String,
 }
 
 impl TrustedKey {
@@ -52,6 +54,7 @@ impl TrustedKey {
                 reason,
             })?,
             source_name,
+            id: key_id(text),
         }))
     }
 
@@ -77,6 +80,16 @@ impl TrustedKey {
             other => invalid(other.to_string()),
         })
     }
+}
+
+/// A stable name for a key: the hash of its base64 line.
+fn key_id(text: &str) -> String {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+        .unwrap_or_default();
+    crate::digest::sha256_hex(line.as_bytes())[..16].to_string()
 }
 
 /// A public key as the base64 line, or a whole minisign `.pub` file.

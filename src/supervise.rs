@@ -17,6 +17,15 @@ use crate::log::{Logger, Stream};
 /// How long a child may take to stop after SIGTERM before it gets SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// Credentials of openwrk's own that no sidecar gets (SPEC §8): the GitHub
+/// token and the release signing key.
+pub const NEVER_INHERITED: &[&str] = &[
+    "GITHUB_TOKEN",
+    "GH_TOKEN",
+    "OPENWRK_SIGNING_KEY",
+    "OPENWRK_SIGNING_KEY_PASSWORD",
+];
+
 pub const SIGTERM: i32 = 15;
 pub const SIGKILL: i32 = 9;
 

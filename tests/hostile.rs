@@ -77,15 +77,12 @@ fn endless_bodies_stop_at_the_manifest_size() {
     );
     assert!(took < Duration::from_secs(30), "{took:?}");
     m.assert_cache_clean();
-    // An endless manifest is cut off too.
+    // An endless manifest is cut off too: a manifest error (3), not a network one.
     let o = m.run(&["sidecars", "list"]);
     fails(
         &o,
-        4,
-        &[
-            "could not fetch the sidecar manifest",
-            "more than the 8388608 bytes",
-        ],
+        3,
+        &["the sidecar manifest", "is larger than 8388608 bytes"],
     );
 }
 
@@ -204,7 +201,8 @@ fn disk_full_leaves_no_partial_file_and_the_rest_of_the_cache_intact() {
             .unwrap()
     };
     let o = run(&["sidecars", "fetch"]);
-    let err = fails(&o, 4, &["cannot write", "openwork-server", "free space"]);
+    // A local disk full is a runtime failure naming the path (SPEC §9), not a network error.
+    let err = fails(&o, 1, &["cannot write", "openwork-server", "free space"]);
     assert!(
         err.contains("No space left") || err.contains("space"),
         "{err}"

@@ -548,6 +548,7 @@ async fn bundled_mode_without_a_bundled_copy_is_an_error() {
         verbose: false,
         allow_unsigned_manifest: false,
         manifest_pubkey: None,
+        allow_downgrade: false,
         github: openwrk::opencode::GithubSettings {
             version: None,
             repo: "anomalyco/opencode".into(),

@@ -87,7 +87,15 @@ async fn resolve_opencode(
     args: &DaemonArgs,
     logger: &Logger,
 ) -> Result<Resolved, Failure> {
-    let settings = super::settings(global, [args.opencode_bin.clone(), None, None])?;
+    resolve_with(global, args.opencode_bin.clone(), logger).await
+}
+
+async fn resolve_with(
+    global: &Global,
+    opencode_bin: Option<PathBuf>,
+    logger: &Logger,
+) -> Result<Resolved, Failure> {
+    let settings = super::settings(global, [opencode_bin, None, None])?;
     let mut resolver = super::resolver(global, settings)?;
     let notify = logger.clone();
     resolver.notify = Box::new(move |m| notify.info(m));
@@ -105,7 +113,11 @@ async fn resolve_opencode(
 
 /// Keeps one OpenCode process: start, wait until healthy, restart.
 struct Keeper {
-    binary: Resolved,
+    /// Verified again before every start; replaced when it changed.
+    binary: Mutex<Resolved>,
+    /// To resolve OpenCode again when the verified binary changed on disk.
+    global: Global,
+    opencode_bin: Option<PathBuf>,
     cwd: PathBuf,
     run_id: String,
     password: String,
@@ -120,10 +132,33 @@ struct Keeper {
 }
 
 impl Keeper {
-    fn spec(&self, port: u16) -> Spec {
+    fn binary(&self) -> Resolved {
+        self.binary
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The OpenCode binary, verified again right before it runs (SPEC §3.4);
+    /// one that changed since is moved aside and fetched again.
+    async fn verified_binary(&self) -> Result<Resolved, Failure> {
+        let binary = self.binary();
+        let Err(e) = binary.recheck() else {
+            return Ok(binary);
+        };
+        self.logger.warn(&format!(
+            "{}; resolving OpenCode again",
+            e.to_string().lines().next().unwrap_or_default()
+        ));
+        let fresh = resolve_with(&self.global, self.opencode_bin.clone(), &self.logger).await?;
+        *self.binary.lock().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        Ok(fresh)
+    }
+
+    fn spec(&self, binary: &Resolved, port: u16) -> Spec {
         Spec {
             name: OPENCODE,
-            binary: self.binary.path.clone(),
+            binary: binary.path.clone(),
             args: [
                 "serve",
                 "--hostname",
@@ -143,7 +178,11 @@ impl Keeper {
                 ("OPENCODE_SERVER_USERNAME".into(), OPENCODE_USERNAME.into()),
                 ("OPENCODE_SERVER_PASSWORD".into(), self.password.clone()),
             ],
-            env_remove: HIDDEN_FROM_OPENCODE.iter().map(|s| s.to_string()).collect(),
+            env_remove: HIDDEN_FROM_OPENCODE
+                .iter()
+                .chain(crate::supervise::NEVER_INHERITED)
+                .map(|s| s.to_string())
+                .collect(),
             cwd: self.cwd.clone(),
         }
     }
@@ -186,9 +225,10 @@ impl Keeper {
 
     /// Starts OpenCode and waits until it is healthy; on failure it is stopped.
     async fn start(&self) -> Result<Arc<Child>, Failure> {
+        let binary = self.verified_binary().await?;
         let port = self.pick_port()?;
         let url = format!("http://127.0.0.1:{port}");
-        let child = Child::spawn(&self.spec(port), &self.logger).map_err(|e| Failure {
+        let child = Child::spawn(&self.spec(&binary, port), &self.logger).map_err(|e| Failure {
             message: e.to_string(),
             code: 1,
         })?;
@@ -212,7 +252,7 @@ impl Keeper {
             Ok(probe) => {
                 let version = match probe {
                     crate::health::Probe::Healthy { version: Some(v) } => Some(v),
-                    _ => Some(self.binary.version.clone()).filter(|v| v != "unknown"),
+                    _ => Some(binary.version.clone()).filter(|v| v != "unknown"),
                 };
                 self.logger.info(&format!(
                     "opencode is healthy at {url} (pid {}, version {}, {} ms)",
@@ -373,7 +413,9 @@ async fn serve_daemon(
         },
     ));
     let keeper = Keeper {
-        binary,
+        binary: Mutex::new(binary),
+        global: global.clone(),
+        opencode_bin: args.opencode_bin.clone(),
         // OpenCode needs a working directory; every request names its own.
         cwd: data_dir.clone(),
         run_id: run_id.to_string(),
@@ -403,8 +445,10 @@ async fn serve_daemon(
                 port: oc.port,
                 url: oc.url,
                 version: oc.version,
-                binary: std::path::absolute(&keeper.binary.path)
-                    .unwrap_or_else(|_| keeper.binary.path.clone()),
+                binary: {
+                    let path = keeper.binary().path;
+                    std::path::absolute(&path).unwrap_or(path)
+                },
                 restarts: oc.restarts,
                 last_exit: oc.last_exit,
             }

@@ -79,6 +79,7 @@ pub fn settings(global: &Global, bins: [Option<PathBuf>; 3]) -> Result<Settings,
         exe_dir,
         verbose: global.verbose,
         allow_unsigned_manifest: global.allow_unsigned_manifest,
+        allow_downgrade: global.allow_downgrade,
         manifest_pubkey: global
             .manifest_pubkey
             .clone()

@@ -138,7 +138,8 @@ async fn list(global: &Global, resolver: &Resolver) -> Result<i32, Failure> {
         }
         let e = resolver
             .cache
-            .entry(name, version, target, &target.exe_name(name));
+            .entry(name, version, target, &target.exe_name(name))
+            .map_err(crate::resolve::ResolveError::from)?;
         let (source, verified) = match e
             .check(&asset.binary_digest())
             .map_err(crate::resolve::ResolveError::from)?
@@ -211,28 +212,19 @@ async fn fetch(global: &Global, resolver: &Resolver, targets: &[String]) -> Resu
                 }
                 continue;
             };
-            let version = entry.version.as_str();
-            let (path, origin, verified) = resolver
-                .cached_or_download(name, version, target, asset, &loaded.base)
+            let r = resolver
+                .cached_or_download(name, entry.version.as_str(), target, asset, &loaded.base)
                 .await?;
             if !global.json {
-                let r = crate::resolve::Resolved {
-                    name: name.to_string(),
-                    version: version.to_string(),
-                    target,
-                    origin,
-                    path: path.clone(),
-                    verified,
-                };
                 eprintln!("{}", r.describe());
             }
             rows.push(row(
                 name,
-                version,
+                &r.version,
                 target,
-                origin.as_str(),
-                &path.display().to_string(),
-                verified,
+                r.origin.as_str(),
+                &r.path.display().to_string(),
+                r.verified,
             ));
         }
     }
@@ -258,9 +250,13 @@ async fn verify(global: &Global, resolver: &Resolver) -> Result<i32, Failure> {
         else {
             continue;
         };
-        let e = resolver
+        // Only what this openwrk could have written is looked at.
+        let Ok(e) = resolver
             .cache
-            .entry(&name, &version, target, &target.exe_name(&name));
+            .entry(&name, &version, target, &target.exe_name(&name))
+        else {
+            continue;
+        };
         let actual = e.rehash().map_err(crate::resolve::ResolveError::from)?;
         let recorded = e.read_verified().map(|v| v.sha256);
         let expected = manifest

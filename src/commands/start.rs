@@ -149,7 +149,14 @@ impl Signals {
 struct Children(Arc<Mutex<Vec<Arc<Child>>>>);
 
 impl Children {
-    fn spawn(&self, spec: &supervise::Spec, logger: &Logger) -> Result<Arc<Child>, Failure> {
+    /// Starts `spec` once `binary` verified again (SPEC §3.4: before every execution).
+    fn spawn(
+        &self,
+        spec: &supervise::Spec,
+        binary: &crate::resolve::Resolved,
+        logger: &Logger,
+    ) -> Result<Arc<Child>, Failure> {
+        binary.recheck()?;
         let child = Child::spawn(spec, logger).map_err(|e| Failure {
             message: e.to_string(),
             code: 1,
@@ -401,7 +408,7 @@ async fn startup(
     let timeout = Duration::from_secs(args.startup_timeout);
 
     plan.release_port(OPENCODE);
-    let opencode = children.spawn(&plan.opencode_spec(), logger)?;
+    let opencode = children.spawn(&plan.opencode_spec(), &plan.bins.opencode, logger)?;
     let endpoint = Endpoint::OpenCode {
         base: plan.opencode_local_url(),
         authorization: plan.authorization(),
@@ -417,10 +424,13 @@ async fn startup(
     ));
 
     plan.release_port(OPENWORK_SERVER);
-    let openwork = children.spawn(&plan.openwork_spec(), logger)?;
+    let openwork = children.spawn(&plan.openwork_spec(), &plan.bins.openwork, logger)?;
     plan.release_port(OWPENBOT);
     let owpenbot = match plan.owpenbot_spec() {
-        Some(spec) => Some(children.spawn(&spec, logger)?),
+        Some(spec) => {
+            let bin = plan.bins.owpenbot.as_ref().expect("a spec has a binary");
+            Some(children.spawn(&spec, bin, logger)?)
+        }
         None => None,
     };
     let ow_endpoint = Endpoint::OpenWork {

@@ -141,12 +141,9 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
     };
     std::fs::create_dir_all(&parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".dist-staging-")
-        .tempdir_in(&parent)?;
-    let work = tempfile::Builder::new()
-        .prefix(".dist-work-")
-        .tempdir_in(&parent)?;
+    remove_stale_work_dirs(&parent, &|m| eprintln!("{m}"));
+    let staging = work_dir(&parent, "staging")?;
+    let work = work_dir(&parent, "work")?;
     let assets_dir = if args.mode.download() {
         staging.path().to_path_buf()
     } else {
@@ -575,14 +572,52 @@ fn publishable_modes(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The prefix of the bundler's temporary directories beside `--out`.
+const WORK_PREFIX: &str = ".dist-";
+const WORK_KINDS: [&str; 3] = ["staging", "work", "old"];
+
+/// `.dist-<kind>-<pid>-<random>` beside `--out`: the pid lets a later run
+/// tell a killed bundler's leftovers from a running one's.
+fn work_dir(parent: &Path, kind: &str) -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("{WORK_PREFIX}{kind}-{}-", std::process::id()))
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a work directory in {}", parent.display()))
+}
+
+/// Removes the work directories of bundlers that are gone (killed with
+/// SIGKILL, a crash, a power cut); a running bundler's stay.
+pub fn remove_stale_work_dirs(parent: &Path, note: &dyn Fn(String)) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = WORK_KINDS
+            .iter()
+            .find_map(|k| name.strip_prefix(&format!("{WORK_PREFIX}{k}-")))
+        else {
+            continue;
+        };
+        // Leftovers from before the pid was part of the name count as stale too.
+        let owner = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if owner.is_some_and(|pid| pid == std::process::id() || openwrk::supervise::is_alive(pid)) {
+            continue;
+        }
+        if e.file_type().is_ok_and(|t| t.is_dir()) && std::fs::remove_dir_all(e.path()).is_ok() {
+            note(format!(
+                "removed {} (left by a bundler that is no longer running)",
+                e.path().display()
+            ));
+        }
+    }
+}
+
 /// Moves `staging` to `out`, replacing an existing `out` only once the new one is complete.
 fn replace_dir(staging: PathBuf, out: &Path) -> anyhow::Result<()> {
     if out.exists() {
         let parent = staging.parent().unwrap_or(Path::new("."));
-        let old = tempfile::Builder::new()
-            .prefix(".dist-old-")
-            .tempdir_in(parent)?
-            .keep();
+        let old = work_dir(parent, "old")?.keep();
         std::fs::remove_dir(&old)?;
         std::fs::rename(out, &old)
             .with_context(|| format!("cannot move the old {} aside", out.display()))?;

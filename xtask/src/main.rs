@@ -49,7 +49,15 @@ fn main() {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Bundle(args) => {
-                let report = bundle::run(*args).await?;
+                // Interrupted, the unfinished bundle's work dirs are dropped
+                // (removed) with the future; the exit code says why (SPEC §9).
+                let report = tokio::select! {
+                    r = bundle::run(*args) => r?,
+                    n = interrupted() => {
+                        eprintln!("interrupted; removed the unfinished bundle");
+                        std::process::exit(128 + n);
+                    }
+                };
                 bundle::print_summary(&report, &mut std::io::stdout())?;
                 Ok(())
             }
@@ -70,8 +78,53 @@ public key: {}",
         }
     });
     if let Err(e) = result {
-        eprintln!("error: {}", render(&e));
-        std::process::exit(1);
+        eprintln!("error: {}", openwrk::sanitize::for_output(&render(&e)));
+        std::process::exit(exit_code(&e));
+    }
+}
+
+/// SPEC §9 exit codes from the first typed library error in the chain.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    for cause in e.chain() {
+        if let Some(e) = cause.downcast_ref::<openwrk::archive::ArchiveError>() {
+            return e.exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<openwrk::download::DownloadError>() {
+            return e.exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<openwrk::github::GithubError>() {
+            return e.exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<openwrk::platform::PlatformError>() {
+            return match e {
+                openwrk::platform::PlatformError::UnknownTarget(_) => 2,
+                _ => 3,
+            };
+        }
+    }
+    1
+}
+
+/// SIGINT or SIGTERM: the signal's number.
+async fn interrupted() -> i32 {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => 2,
+            _ = term.recv() => 15,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        2
     }
 }
 

@@ -124,7 +124,11 @@ impl Plan {
             binary: binary.path.clone(),
             args: args.into_iter().map(OsString::from).collect(),
             env: vec![("OPENWRK_RUN_ID".into(), self.run_id.clone())],
-            env_remove: HIDDEN_FROM_CHILDREN.iter().map(|s| s.to_string()).collect(),
+            env_remove: HIDDEN_FROM_CHILDREN
+                .iter()
+                .chain(crate::supervise::NEVER_INHERITED)
+                .map(|s| s.to_string())
+                .collect(),
             cwd: self.workspace.clone(),
         }
     }
@@ -502,6 +506,7 @@ mod tests {
             origin: crate::resolve::Origin::Cache,
             path: PathBuf::from(format!("/bin/{name}")),
             verified: "warm",
+            recheck: crate::resolve::Recheck::None,
         }
     }
 
