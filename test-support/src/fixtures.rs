@@ -237,6 +237,22 @@ pub fn zip(out: &Path, entries: &[(&str, Entry)]) -> io::Result<()> {
 /// (plus `server_pad` bytes) and `owpenbot-<t>`, and an `openwrk-sidecars.json`
 /// naming them all at `version`.
 pub fn host_dist(dir: &Path, version: &str, opencode_pad: u64, server_pad: u64) -> io::Result<()> {
+    host_dist_of(dir, version, [None; 3], opencode_pad, server_pad)
+}
+
+/// Like [`host_dist`], with runnable stand-ins (opencode, openwork-server,
+/// owpenbot) for the binaries, so a run can start what it downloaded.
+pub fn runnable_host_dist(dir: &Path, version: &str, bins: [&Path; 3]) -> io::Result<()> {
+    host_dist_of(dir, version, bins.map(Some), 0, 0)
+}
+
+fn host_dist_of(
+    dir: &Path,
+    version: &str,
+    real: [Option<&Path>; 3],
+    opencode_pad: u64,
+    server_pad: u64,
+) -> io::Result<()> {
     use crate::host::sha256_file;
     std::fs::create_dir_all(dir)?;
     let t = host_target();
@@ -245,7 +261,7 @@ pub fn host_dist(dir: &Path, version: &str, opencode_pad: u64, server_pad: u64) 
     write_binary(
         &opencode,
         &format!("opencode {version}"),
-        None,
+        real[0],
         opencode_pad,
     )?;
     let (archive, ext) = if is_windows(t) {
@@ -273,9 +289,12 @@ pub fn host_dist(dir: &Path, version: &str, opencode_pad: u64, server_pad: u64) 
             "asset": asset, "sha256": sha, "size": size,
             "archive": archive, "binary": inner, "binarySha256": bin_sha, "binarySize": bin_size}}}
     });
-    for (name, pad) in [("openwork-server", server_pad), ("owpenbot", 0)] {
+    for (name, real, pad) in [
+        ("openwork-server", real[1], server_pad),
+        ("owpenbot", real[2], 0),
+    ] {
         let file = exe(t, &format!("{name}-{t}"));
-        write_binary(&dir.join(&file), &format!("{name} {version}"), None, pad)?;
+        write_binary(&dir.join(&file), &format!("{name} {version}"), real, pad)?;
         let (sha, size) = sha256_file(&dir.join(&file));
         entries[name] = serde_json::json!({"version": version, "targets": {t: {"asset": file, "sha256": sha, "size": size}}});
     }

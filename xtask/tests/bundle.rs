@@ -478,6 +478,8 @@ fn unsafe_archives_are_refused() {
         );
         let o = fx.bundle(&["--targets", "linux-x64"], &[]);
         assert_fails_with(&o, &["unsafe entry", want]);
+        // An unsafe archive entry is a verification error (SPEC §9).
+        assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
         fx.assert_nothing_written();
     }
     // zip-slip and a zip symlink escaping the folder.
@@ -509,8 +511,94 @@ fn unsafe_archives_are_refused() {
         );
         let o = fx.bundle(&["--targets", "darwin-x64"], &[]);
         assert_fails_with(&o, &["unsafe entry", want]);
+        assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
         fx.assert_nothing_written();
     }
+}
+
+/// A pid that belonged to a process that has exited.
+fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+#[test]
+fn a_killed_bundlers_leftovers_are_removed_by_the_next_run() {
+    let fx = Fx::new(&["v1.0.0"], &[]);
+    let parent = fx.out().parent().unwrap().to_path_buf();
+    let dead = dead_pid();
+    let stale = [
+        format!(".dist-work-{dead}-abc123"),
+        format!(".dist-staging-{dead}-def456"),
+        // Named before the pid was part of the name.
+        ".dist-work-Xq3rT9".to_string(),
+    ];
+    // A running bundler's directory (this test process) stays.
+    let live = format!(".dist-work-{}-live", std::process::id());
+    for d in stale.iter().chain([&live]) {
+        std::fs::create_dir_all(parent.join(d).join("bin")).unwrap();
+        std::fs::write(parent.join(d).join("bin/big"), b"x").unwrap();
+    }
+    let o = fx.bundle(&["--targets", "linux-x64", "--mode", "download"], &[]);
+    assert_ok(&o);
+    for d in &stale {
+        assert!(!parent.join(d).exists(), "{d} was left:\n{}", stderr(&o));
+    }
+    assert!(stderr(&o).contains("no longer running"), "{}", stderr(&o));
+    assert!(parent.join(&live).exists());
+    std::fs::remove_dir_all(parent.join(&live)).unwrap();
+    let left: Vec<String> = std::fs::read_dir(&parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["dist".to_string()]);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigint_exits_130_and_leaves_no_work_dirs() {
+    let fx = Fx::new(&["v1.0.0"], &[]);
+    // A dripping download keeps the bundler busy until the signal arrives.
+    fx.host.faults().drip_ms.store(50, Ordering::SeqCst);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.arg("bundle")
+        .arg("--out")
+        .arg(fx.out())
+        .arg("--prebuilt")
+        .arg(&fx.prebuilt)
+        .arg("--openwrk-bin-dir")
+        .arg(&fx.bins)
+        .args(["--targets", "linux-x64", "--mode", "download"])
+        .env("OPENWRK_GITHUB_API_URL", fx.host.api_url())
+        .env_remove("GITHUB_TOKEN")
+        .env_remove("GH_TOKEN")
+        .env_remove("OPENCODE_VERSION")
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let parent = fx.out().parent().unwrap().to_path_buf();
+    // Wait until it has created its work directories.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(&parent).map_or(0, |d| d.count()) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no work dirs appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    let left: Vec<_> = std::fs::read_dir(&parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[test]
