@@ -5,8 +5,6 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use crate::resolve::SourceMode;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "openwrk",
@@ -57,7 +55,7 @@ pub struct Global {
         value_enum,
         default_value = "auto"
     )]
-    pub sidecar_source: SourceMode,
+    pub sidecar_source: Source,
     /// Source of opencode
     #[arg(
         long,
@@ -66,7 +64,7 @@ pub struct Global {
         value_enum,
         default_value = "auto"
     )]
-    pub opencode_source: SourceMode,
+    pub opencode_source: Source,
     /// Require manifests signed with this minisign public key (base64 line); ignored when a key is built in
     #[arg(
         long,
@@ -129,14 +127,39 @@ pub struct Global {
     #[arg(long, global = true, env = "OPENCODE_VERSION", value_name = "VERSION")]
     pub opencode_version: Option<String>,
     /// Repository of OpenCode releases (owner/name)
-    #[arg(long, global = true, env = "OPENWRK_OPENCODE_REPO", default_value = crate::github::DEFAULT_OPENCODE_REPO)]
+    #[arg(long, global = true, env = "OPENWRK_OPENCODE_REPO", default_value = crate::supply::github::DEFAULT_OPENCODE_REPO)]
     pub opencode_repo: String,
     /// GitHub API root
-    #[arg(long, global = true, env = "OPENWRK_GITHUB_API_URL", default_value = crate::github::DEFAULT_API_URL)]
+    #[arg(long, global = true, env = "OPENWRK_GITHUB_API_URL", default_value = crate::supply::github::DEFAULT_API_URL)]
     pub github_api_url: String,
     /// GitHub token for the API (GH_TOKEN is read too); prefer the env var
     #[arg(long, global = true, env = "GITHUB_TOKEN", hide_env_values = true)]
     pub github_token: Option<String>,
+}
+
+/// Where a sidecar may come from (SPEC §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Source {
+    /// Bundled if it verifies, else the cache if it verifies, else download
+    Auto,
+    /// Only <exe dir>/sidecars/
+    Bundled,
+    /// The cache, downloading into it when missing
+    Downloaded,
+    /// A binary given by flag or found on PATH (not verified)
+    External,
+}
+
+impl From<Source> for crate::supply::resolve::SourceMode {
+    fn from(s: Source) -> Self {
+        use crate::supply::resolve::SourceMode;
+        match s {
+            Source::Auto => SourceMode::Auto,
+            Source::Bundled => SourceMode::Bundled,
+            Source::Downloaded => SourceMode::Downloaded,
+            Source::External => SourceMode::External,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,27 +1,17 @@
 //! openwrk's shared core: used by the `openwrk` binary (run time) and by
 //! `cargo xtask bundle` (build time). One module per concept.
 
-pub mod archive;
-pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod credentials;
 pub mod daemon;
 pub mod dashboard;
-pub mod digest;
-pub mod download;
 pub mod fsutil;
-pub mod github;
 pub mod health;
 pub mod log;
-pub mod manifest;
-pub mod opencode;
-pub mod platform;
-pub mod resolve;
-pub mod rollback;
 pub mod sanitize;
-pub mod signature;
 pub mod supervise;
+pub mod supply;
 pub mod workspaces;
 
 /// openwrk's own version.

@@ -74,13 +74,14 @@ pub fn program_for(name: &str, binary: &Path) -> Result<(PathBuf, Vec<OsString>)
         "js" | "mjs" | "cjs" => "node",
         _ => return Ok((binary.to_path_buf(), Vec::new())),
     };
-    let found = crate::resolve::find_on_path(&format!("{runner}{}", std::env::consts::EXE_SUFFIX))
-        .ok_or_else(|| SpawnError::NoRunner {
-            name: name.into(),
-            path: binary.to_path_buf(),
-            ext: format!(".{ext}"),
-            runner,
-        })?;
+    let found =
+        crate::supply::resolve::find_on_path(&format!("{runner}{}", std::env::consts::EXE_SUFFIX))
+            .ok_or_else(|| SpawnError::NoRunner {
+                name: name.into(),
+                path: binary.to_path_buf(),
+                ext: format!(".{ext}"),
+                runner,
+            })?;
     Ok((found, vec![binary.as_os_str().to_owned()]))
 }
 

@@ -74,7 +74,7 @@ pub struct WorkspaceList {
 /// `ws_` + the first 12 hex characters of the SHA-256 of the canonical path:
 /// the same directory always gets the same id.
 pub fn workspace_id(canonical: &Path) -> String {
-    let digest = crate::digest::sha256_hex(canonical.as_os_str().as_encoded_bytes());
+    let digest = crate::supply::digest::sha256_hex(canonical.as_os_str().as_encoded_bytes());
     format!("ws_{}", &digest[..12])
 }
 

@@ -2,9 +2,9 @@
 //! archive extraction never panics, never writes outside the target directory,
 //! and always ends in a value or a clear error.
 
-use openwrk::archive::{extract_binary, ArchiveKind};
-use openwrk::github::VersionRequest;
-use openwrk::manifest::Manifest;
+use openwrk::supply::archive::{extract_binary, ArchiveKind};
+use openwrk::supply::github::VersionRequest;
+use openwrk::supply::manifest::Manifest;
 use openwrk_test_support::fixtures::{self, Entry};
 use proptest::prelude::*;
 

@@ -338,9 +338,16 @@ impl GithubFx {
         GithubFx { mirror, github }
     }
 
+    /// The manifest by URL (not `--sidecar-base-url`: a mirror never sends
+    /// anyone to GitHub), its assets from the same directory.
     fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = self.mirror.cmd(args);
-        cmd.env("OPENWRK_GITHUB_API_URL", self.github.api_url())
+        cmd.env_remove("OPENWRK_SIDECAR_BASE_URL")
+            .env(
+                "OPENWRK_SIDECAR_MANIFEST_URL",
+                format!("{}/openwrk-sidecars.json", self.mirror.host.url()),
+            )
+            .env("OPENWRK_GITHUB_API_URL", self.github.api_url())
             .env_remove("OPENCODE_VERSION")
             .env_remove("OPENWRK_OPENCODE_REPO")
             .env_remove("GITHUB_TOKEN")
@@ -452,29 +459,39 @@ fn github_digest_mismatch_caches_nothing() {
 }
 
 #[test]
-fn a_mirror_covers_opencode_too() {
+fn a_mirror_without_opencode_is_an_error_and_github_is_never_asked() {
     let fx = GithubFx::new(&["v1.2.0"]);
-    // The mirror serves the same file name as the release.
-    let asset = format!("opencode-{}.tar.gz", target());
-    let src = fx
+    for args in [&["sidecars", "fetch"][..], &["sidecars", "list"][..]] {
+        let o = fx
+            .mirror
+            .cmd(args)
+            .env("OPENWRK_GITHUB_API_URL", fx.github.api_url())
+            .output()
+            .unwrap();
+        if args[1] == "fetch" {
+            fails(
+                &o,
+                3,
+                &["the mirror", "has no OpenCode", "--sidecar-base-url"],
+            );
+        }
+    }
+    // Nor does a start: the mirror is the only host asked.
+    let ws = fx.mirror.tmp.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let o = fx
         .mirror
-        .tmp
-        .path()
-        .join("releases")
-        .join(format!("v1.2.0-{asset}"));
-    std::fs::copy(src, fx.mirror.tmp.path().join("dist").join(&asset)).unwrap();
-    ok(&fx.run(&["sidecars", "fetch"], &[]));
-    let log = fx.github.request_log();
-    assert!(
-        log.iter().all(|l| !l.contains("/releases/download/")),
-        "downloaded from GitHub: {log:?}"
+        .cmd(&["serve", "--check", "--workspace", ws.to_str().unwrap()])
+        .env("OPENWRK_GITHUB_API_URL", fx.github.api_url())
+        .output()
+        .unwrap();
+    fails(&o, 3, &["has no OpenCode"]);
+    assert_eq!(
+        fx.github.requests(),
+        0,
+        "asked GitHub: {:?}",
+        fx.github.request_log()
     );
-    assert!(fx
-        .mirror
-        .host
-        .request_log()
-        .iter()
-        .any(|l| l.contains(&asset)));
 }
 
 #[test]
@@ -531,7 +548,7 @@ fn each_source_mode() {
 /// The resolver itself (what `start` uses): `bundled` without a bundled copy is an error.
 #[tokio::test]
 async fn bundled_mode_without_a_bundled_copy_is_an_error() {
-    use openwrk::resolve::{Resolver, Settings, SourceMode};
+    use openwrk::supply::resolve::{Resolver, Settings, SourceMode};
     let m = Mirror::new();
     let settings = Settings {
         data_dir: m.data(),
@@ -549,14 +566,17 @@ async fn bundled_mode_without_a_bundled_copy_is_an_error() {
         allow_unsigned_manifest: false,
         manifest_pubkey: None,
         allow_downgrade: false,
-        github: openwrk::opencode::GithubSettings {
+        github: openwrk::supply::resolve::GithubSettings {
             version: None,
             repo: "anomalyco/opencode".into(),
             api_url: "http://127.0.0.1:9".into(),
             token: None,
         },
     };
-    let resolver = Resolver::new(settings, openwrk::download::Downloader::from_env().unwrap());
+    let resolver = Resolver::new(
+        settings,
+        openwrk::supply::download::Downloader::from_env().unwrap(),
+    );
     let loaded = resolver.load_manifest(false).await.unwrap();
     let err = resolver
         .resolve("owpenbot", Some(&loaded))

@@ -630,7 +630,7 @@ fn detach_then_stop() {
 
 /// A local mirror (manifest plus assets) whose sidecars are the stand-ins.
 fn stand_in_dist(dir: &Path) -> PathBuf {
-    use openwrk::digest::hash_file;
+    use openwrk::supply::digest::hash_file;
     use openwrk_test_support::fixtures::{self, Entry};
     std::fs::create_dir_all(dir).unwrap();
     let t = fixtures::host_target();

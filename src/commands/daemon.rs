@@ -17,9 +17,9 @@ use crate::cli::{DaemonArgs, DaemonCommand, Global, LogFormat};
 use crate::daemon::{self, DaemonRecord, LastExit, OpenCodeRecord, Shared};
 use crate::health::{Endpoint, Prober};
 use crate::log::Logger;
-use crate::manifest::OPENCODE;
-use crate::resolve::Resolved;
 use crate::supervise::{self, Child, Spec, SIGKILL, SIGTERM, STOP_GRACE};
+use crate::supply::manifest::OPENCODE;
+use crate::supply::resolve::Resolved;
 use crate::workspaces::Store;
 
 /// Set by `daemon start` for the background daemon: where its output goes.
@@ -96,9 +96,11 @@ async fn resolve_with(
     logger: &Logger,
 ) -> Result<Resolved, Failure> {
     let settings = super::settings(global, [opencode_bin, None, None])?;
-    let mut resolver = super::resolver(global, settings)?;
-    let notify = logger.clone();
-    resolver.notify = Box::new(move |m| notify.info(m));
+    let resolver = super::resolver(
+        global,
+        settings,
+        super::progress::Lines::Log(logger.clone()),
+    )?;
     let loaded = if resolver.needs_manifest(OPENCODE) {
         Some(resolver.load_manifest(false).await?)
     } else {

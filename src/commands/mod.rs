@@ -2,6 +2,7 @@
 
 pub mod approvals;
 pub mod daemon;
+pub mod progress;
 pub mod sidecars;
 pub mod start;
 pub mod status;
@@ -10,8 +11,8 @@ pub mod workspace;
 use std::path::PathBuf;
 
 use crate::cli::Global;
-use crate::download::Downloader;
-use crate::resolve::{Resolver, Settings};
+use crate::supply::download::Downloader;
+use crate::supply::resolve::{Resolver, Settings};
 
 /// What a command failed with: its message (what failed, then a hint) and SPEC §9 exit code.
 #[derive(Debug)]
@@ -20,8 +21,8 @@ pub struct Failure {
     pub code: i32,
 }
 
-impl From<crate::resolve::ResolveError> for Failure {
-    fn from(e: crate::resolve::ResolveError) -> Self {
+impl From<crate::supply::resolve::ResolveError> for Failure {
+    fn from(e: crate::supply::resolve::ResolveError) -> Self {
         Failure {
             code: e.exit_code(),
             message: e.to_string(),
@@ -29,9 +30,9 @@ impl From<crate::resolve::ResolveError> for Failure {
     }
 }
 
-impl From<crate::download::DownloadError> for Failure {
-    fn from(e: crate::download::DownloadError) -> Self {
-        crate::resolve::ResolveError::from(e).into()
+impl From<crate::supply::download::DownloadError> for Failure {
+    fn from(e: crate::supply::download::DownloadError) -> Self {
+        crate::supply::resolve::ResolveError::from(e).into()
     }
 }
 
@@ -70,8 +71,8 @@ pub fn settings(global: &Global, bins: [Option<PathBuf>; 3]) -> Result<Settings,
         sidecar_dir,
         manifest: global.sidecar_manifest.clone().filter(|s| !s.is_empty()),
         base_url: global.sidecar_base_url.clone().filter(|s| !s.is_empty()),
-        sidecar_source: global.sidecar_source,
-        opencode_source: global.opencode_source,
+        sidecar_source: global.sidecar_source.into(),
+        opencode_source: global.opencode_source.into(),
         allow_external: global.allow_external,
         opencode_bin,
         openwork_server_bin,
@@ -84,7 +85,7 @@ pub fn settings(global: &Global, bins: [Option<PathBuf>; 3]) -> Result<Settings,
             .manifest_pubkey
             .clone()
             .filter(|k| !k.trim().is_empty()),
-        github: crate::opencode::GithubSettings {
+        github: crate::supply::resolve::GithubSettings {
             version: global.opencode_version.clone().filter(|v| !v.is_empty()),
             repo: global.opencode_repo.clone(),
             api_url: global.github_api_url.clone(),
@@ -92,7 +93,7 @@ pub fn settings(global: &Global, bins: [Option<PathBuf>; 3]) -> Result<Settings,
                 .github_token
                 .clone()
                 .filter(|t| !t.is_empty())
-                .or_else(crate::github::token_from_env),
+                .or_else(crate::supply::github::token_from_env),
         },
     })
 }
@@ -106,40 +107,32 @@ fn seconds(flag: &str, value: f64) -> Result<std::time::Duration, Failure> {
     })
 }
 
-/// A resolver with progress bars on a TTY (never with JSON logs or output).
-pub fn resolver(global: &Global, settings: Settings) -> Result<Resolver, Failure> {
+/// A resolver whose progress shows as bars on a TTY (never with JSON logs or
+/// output, nor with `CI` set) and whose notices go to `lines`.
+pub fn resolver(
+    global: &Global,
+    settings: Settings,
+    lines: progress::Lines,
+) -> Result<Resolver, Failure> {
     use std::io::IsTerminal;
-    let config = crate::download::DownloadConfig {
+    let config = crate::supply::download::DownloadConfig {
         connect_timeout: seconds("--connect-timeout", global.connect_timeout)?,
         idle_timeout: seconds("--idle-timeout", global.idle_timeout)?,
         ca_bundle: global
             .ca_bundle
             .clone()
             .filter(|p| !p.as_os_str().is_empty()),
-        ..crate::download::DownloadConfig::from_env()?
+        ..crate::supply::download::DownloadConfig::from_env()?
     };
-    let mut resolver = Resolver::new(settings, Downloader::new(config)?);
-    resolver
-        .cache
-        .check_permissions()
-        .map_err(crate::resolve::ResolveError::from)?;
     let animated = std::io::stderr().is_terminal()
         && !global.json
         && global.log_format == crate::cli::LogFormat::Pretty
         && std::env::var_os("CI").is_none();
-    if animated {
-        resolver.progress = Box::new(|name, len| {
-            let bar = indicatif::ProgressBar::new(len);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg:32} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            bar.set_message(name.to_string());
-            bar
-        });
-    }
+    let downloader = Downloader::new(config)?.with_reporter(progress::reporter(animated, lines));
+    let resolver = Resolver::new(settings, downloader);
+    resolver
+        .cache
+        .check_permissions()
+        .map_err(crate::supply::resolve::ResolveError::from)?;
     Ok(resolver)
 }

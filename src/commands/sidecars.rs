@@ -3,11 +3,11 @@
 use serde::Serialize;
 
 use super::Failure;
-use crate::cache::Check;
 use crate::cli::{Global, SidecarsCommand};
-use crate::manifest::SIDECARS;
-use crate::platform::Target;
-use crate::resolve::{Resolver, SourceMode};
+use crate::supply::cache::Check;
+use crate::supply::manifest::SIDECARS;
+use crate::supply::platform::Target;
+use crate::supply::resolve::{Resolver, SourceMode};
 
 #[derive(Debug, Serialize)]
 struct Row {
@@ -20,7 +20,13 @@ struct Row {
 }
 
 pub async fn run(global: &Global, command: SidecarsCommand) -> Result<i32, Failure> {
-    let resolver = super::resolver(global, super::settings(global, [None, None, None])?)?;
+    let resolver = super::resolver(
+        global,
+        super::settings(global, [None, None, None])?,
+        super::progress::Lines::Stderr {
+            verbose: global.verbose,
+        },
+    )?;
     match command {
         SidecarsCommand::List => list(global, &resolver).await,
         SidecarsCommand::Fetch { targets } => fetch(global, &resolver, &targets).await,
@@ -55,7 +61,7 @@ fn print_rows(global: &Global, rows: &[Row], extra: serde_json::Value) {
 
 /// Where each sidecar would come from now, without downloading anything.
 async fn list(global: &Global, resolver: &Resolver) -> Result<i32, Failure> {
-    let target = Target::host().map_err(crate::resolve::ResolveError::from)?;
+    let target = Target::host().map_err(crate::supply::resolve::ResolveError::from)?;
     let needs_manifest = SIDECARS.iter().any(|n| resolver.needs_manifest(n));
     let loaded = if needs_manifest {
         Some(resolver.load_manifest(false).await?)
@@ -78,7 +84,7 @@ async fn list(global: &Global, resolver: &Resolver) -> Result<i32, Failure> {
         }
         let loaded = loaded.as_ref().expect("loaded above");
         let Some((entry, asset)) = loaded.manifest.target(name, target) else {
-            if name == crate::manifest::OPENCODE {
+            if name == crate::supply::manifest::OPENCODE {
                 // Not in the manifest: OpenCode comes from GitHub releases (SPEC §3.3).
                 let (version, cached) = resolver.opencode_offline(target);
                 let version = version.unwrap_or_else(|| "latest".into());
@@ -111,7 +117,7 @@ async fn list(global: &Global, resolver: &Resolver) -> Result<i32, Failure> {
             .exe_dir
             .as_ref()
             .map(|d| d.join("sidecars").join(target.exe_name(name)));
-        let mode = if name == crate::manifest::OPENCODE {
+        let mode = if name == crate::supply::manifest::OPENCODE {
             resolver.settings.opencode_source
         } else {
             resolver.settings.sidecar_source
@@ -120,7 +126,7 @@ async fn list(global: &Global, resolver: &Resolver) -> Result<i32, Failure> {
         let shown = bundled
             .filter(|p| mode == SourceMode::Bundled || (mode == SourceMode::Auto && p.is_file()));
         if let Some(path) = shown {
-            let ok = crate::digest::hash_file(&path).is_ok_and(|d| {
+            let ok = crate::supply::digest::hash_file(&path).is_ok_and(|d| {
                 let want = asset.binary_digest();
                 d.sha256 == want.sha256 && d.size == want.size
             });
@@ -139,10 +145,10 @@ async fn list(global: &Global, resolver: &Resolver) -> Result<i32, Failure> {
         let e = resolver
             .cache
             .entry(name, version, target, &target.exe_name(name))
-            .map_err(crate::resolve::ResolveError::from)?;
+            .map_err(crate::supply::resolve::ResolveError::from)?;
         let (source, verified) = match e
             .check(&asset.binary_digest())
-            .map_err(crate::resolve::ResolveError::from)?
+            .map_err(crate::supply::resolve::ResolveError::from)?
         {
             Check::Warm | Check::Rehashed => ("cache", "yes"),
             Check::Missing => ("download", "no"),
@@ -179,7 +185,7 @@ fn row(name: &str, version: &str, target: Target, source: &str, path: &str, veri
 /// Resolves and caches every sidecar of the manifest for each target.
 async fn fetch(global: &Global, resolver: &Resolver, targets: &[String]) -> Result<i32, Failure> {
     let targets: Vec<Target> = if targets.is_empty() {
-        vec![Target::host().map_err(crate::resolve::ResolveError::from)?]
+        vec![Target::host().map_err(crate::supply::resolve::ResolveError::from)?]
     } else {
         Target::parse_list(&targets.join(",")).map_err(|e| Failure {
             message: e.to_string(),
@@ -191,7 +197,7 @@ async fn fetch(global: &Global, resolver: &Resolver, targets: &[String]) -> Resu
     for &target in &targets {
         for name in SIDECARS {
             let Some((entry, asset)) = loaded.manifest.target(name, target) else {
-                if name == crate::manifest::OPENCODE {
+                if name == crate::supply::manifest::OPENCODE {
                     let host = Target::host().ok() == Some(target);
                     let r = resolver.opencode_from_github(target, host).await?;
                     if !global.json {
@@ -257,7 +263,9 @@ async fn verify(global: &Global, resolver: &Resolver) -> Result<i32, Failure> {
         else {
             continue;
         };
-        let actual = e.rehash().map_err(crate::resolve::ResolveError::from)?;
+        let actual = e
+            .rehash()
+            .map_err(crate::supply::resolve::ResolveError::from)?;
         let recorded = e.read_verified().map(|v| v.sha256);
         let expected = manifest
             .as_ref()

@@ -24,8 +24,8 @@ use super::Failure;
 use crate::cli::{Global, LogFormat, StartArgs};
 use crate::health::{self, Backoff, Endpoint, Probe, Prober};
 use crate::log::{Context, LogSettings, Logger};
-use crate::manifest::{OPENCODE, OPENWORK_SERVER, OWPENBOT};
 use crate::supervise::{self, Child, Exit, STOP_GRACE};
+use crate::supply::manifest::{OPENCODE, OPENWORK_SERVER, OWPENBOT};
 use pairing::{ChildRecord, Pairing, RunRecord};
 use plan::Plan;
 
@@ -153,7 +153,7 @@ impl Children {
     fn spawn(
         &self,
         spec: &supervise::Spec,
-        binary: &crate::resolve::Resolved,
+        binary: &crate::supply::resolve::Resolved,
         logger: &Logger,
     ) -> Result<Arc<Child>, Failure> {
         binary.recheck()?;

@@ -9,15 +9,15 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use futures_util::StreamExt;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use openwrk::archive::{self, ArchiveEntry, ArchiveKind};
-use openwrk::digest::{hash_file, FileDigest, HashingWriter};
-use openwrk::download::{Downloader, Expected};
-use openwrk::github::{GitHub, Repo, VersionRequest};
-use openwrk::manifest::{
+use openwrk::commands::progress::{Lines, Renderer};
+use openwrk::supply::archive::{self, ArchiveEntry, ArchiveKind};
+use openwrk::supply::digest::{hash_file, FileDigest, HashingWriter};
+use openwrk::supply::download::{Downloader, Expected};
+use openwrk::supply::github::{GitHub, Repo, VersionRequest};
+use openwrk::supply::manifest::{
     AssetName, Entry, Manifest, NonEmpty, Sha256Hex, TargetAsset, MANIFEST_FILE,
 };
-use openwrk::platform::Target;
+use openwrk::supply::platform::Target;
 
 use crate::sidecars::{SidecarsConfig, Source};
 
@@ -69,7 +69,7 @@ pub struct BundleArgs {
     #[arg(long, env = "OPENWRK_OPENCODE_REPO")]
     pub opencode_repo: Option<String>,
     /// GitHub API root.
-    #[arg(long, env = "OPENWRK_GITHUB_API_URL", default_value = openwrk::github::DEFAULT_API_URL)]
+    #[arg(long, env = "OPENWRK_GITHUB_API_URL", default_value = openwrk::supply::github::DEFAULT_API_URL)]
     pub github_api_url: String,
     /// Token for the GitHub API (GH_TOKEN is read too). Prefer the env var.
     #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
@@ -133,7 +133,7 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
     let signing_key = crate::sign::secret_key(args.sign.as_deref())?;
     let epoch = args.source_date_epoch;
     let generated_at =
-        openwrk::manifest::rfc3339(epoch.unwrap_or_else(|| chrono::Utc::now().timestamp()));
+        openwrk::supply::manifest::rfc3339(epoch.unwrap_or_else(|| chrono::Utc::now().timestamp()));
 
     let parent = match args.out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -151,7 +151,9 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
     };
     std::fs::create_dir_all(&assets_dir)?;
 
-    let progress = Progress::new();
+    // Bars on a terminal (never with CI set), plain lines otherwise.
+    let animated = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+    let progress = Renderer::new(animated, Lines::Stderr { verbose: true });
     let mut versions = BTreeMap::new();
     let mut sources = BTreeMap::new();
     let mut jobs = Vec::new();
@@ -168,9 +170,9 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
                 let token = args
                     .github_token
                     .clone()
-                    .or_else(openwrk::github::token_from_env);
+                    .or_else(openwrk::supply::github::token_from_env);
                 let github = GitHub::new(&args.github_api_url, token)?;
-                progress.line(format!(
+                progress.line(&format!(
                     "resolving {name} {request} from {repo} ({})",
                     github.api_url()
                 ));
@@ -181,7 +183,7 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
                         release.tag_name
                     )
                 })?;
-                progress.line(format!(
+                progress.line(&format!(
                     "{name}: {repo}@{} (version {version})",
                     release.tag_name
                 ));
@@ -203,7 +205,7 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
                     })?;
                     let sha256 = asset.sha256();
                     if sha256.is_none() {
-                        progress.line(format!(
+                        progress.line(&format!(
                             "note: GitHub gives no digest for {}; its sha256 is computed from the download",
                             spec.asset
                         ));
@@ -240,7 +242,7 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
                     }
                     let dest = assets_dir.join(&file);
                     let digest = copy_hashing(&src, &dest)?;
-                    progress.line(format!(
+                    progress.line(&format!(
                         "copied {file} ({}, sha256 {})",
                         human(digest.size),
                         digest.short()
@@ -260,20 +262,17 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
         }
     }
 
-    let downloader = Arc::new(Downloader::from_env()?);
+    let downloader = Arc::new(Downloader::from_env()?.with_reporter(progress.reporter()));
     let results: Vec<anyhow::Result<Fetched>> = futures_util::stream::iter(jobs)
         .map(|job| {
             let downloader = downloader.clone();
             let assets_dir = assets_dir.clone();
             let work = work.path().to_path_buf();
-            let bar = progress.bar(&job.asset, job.expected.size);
             let progress = progress.clone();
             async move {
                 let dest = assets_dir.join(&job.asset);
-                let digest = downloader
-                    .download(&job.url, &dest, &job.expected, &bar)
-                    .await?;
-                progress.line(format!(
+                let digest = downloader.download(&job.url, &dest, &job.expected).await?;
+                progress.line(&format!(
                     "downloaded {} ({}, sha256 {})",
                     job.asset,
                     human(digest.size),
@@ -318,7 +317,7 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
             &generated_at,
         )?;
         std::fs::write(staging.path().join(SIGNATURE_FILE), sig)?;
-        progress.line(format!("signed {MANIFEST_FILE}"));
+        progress.line(&format!("signed {MANIFEST_FILE}"));
     }
 
     let mut archives = Vec::new();
@@ -333,7 +332,7 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
                 &config,
                 epoch.unwrap_or(0),
             )?;
-            progress.line(format!("wrote {name}"));
+            progress.line(&format!("wrote {name}"));
             archives.push(name);
         }
     }
@@ -424,7 +423,7 @@ fn build_manifest(
         );
     }
     Ok(Manifest {
-        schema_version: openwrk::manifest::SCHEMA_VERSION,
+        schema_version: openwrk::supply::manifest::SCHEMA_VERSION,
         version: NonEmpty::new(openwrk::VERSION).expect("version is set"),
         generated_at: NonEmpty::new(generated_at).expect("timestamp is non-empty"),
         entries,
@@ -437,7 +436,7 @@ fn openwrk_binaries(
     args: &BundleArgs,
     targets: &[Target],
     work: &Path,
-    progress: &Progress,
+    progress: &Renderer,
 ) -> anyhow::Result<Vec<(Target, PathBuf)>> {
     let host = Target::host().ok();
     let mut out = Vec::new();
@@ -451,12 +450,12 @@ fn openwrk_binaries(
         {
             out.push((target, path));
         } else if Some(target) == host {
-            progress.line(format!(
+            progress.line(&format!(
                 "building openwrk for {target} (cargo build --release -p openwrk)"
             ));
             out.push((target, build_host_openwrk(work)?));
         } else {
-            progress.line(format!(
+            progress.line(&format!(
                 "warning: no {file} in --openwrk-bin-dir; skipping the bundled archive for {target}"
             ));
         }
@@ -668,44 +667,4 @@ pub fn print_summary(report: &Report, out: &mut impl Write) -> std::io::Result<(
         writeln!(out, "bundled: {a}")?;
     }
     Ok(())
-}
-
-/// Progress bars on a TTY, plain lines otherwise.
-#[derive(Clone)]
-struct Progress {
-    multi: Option<MultiProgress>,
-}
-
-impl Progress {
-    fn new() -> Progress {
-        let tty = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
-        Progress {
-            multi: tty.then(MultiProgress::new),
-        }
-    }
-
-    fn line(&self, msg: String) {
-        match &self.multi {
-            Some(m) => {
-                let _ = m.println(msg);
-            }
-            None => eprintln!("{msg}"),
-        }
-    }
-
-    fn bar(&self, name: &str, len: Option<u64>) -> ProgressBar {
-        let Some(multi) = &self.multi else {
-            return ProgressBar::hidden();
-        };
-        let bar = multi.add(ProgressBar::new(len.unwrap_or(0)));
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg:32} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_message(name.to_string());
-        bar
-    }
 }

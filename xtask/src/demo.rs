@@ -89,7 +89,7 @@ pub async fn run() -> anyhow::Result<()> {
     let report = bundle::run(args).await?;
     println!(
         "\n== {} ==",
-        out.join(openwrk::manifest::MANIFEST_FILE).display()
+        out.join(openwrk::supply::manifest::MANIFEST_FILE).display()
     );
     print!("{}", report.manifest.to_json());
     println!("\n== summary ==");

@@ -86,18 +86,18 @@ public key: {}",
 /// SPEC §9 exit codes from the first typed library error in the chain.
 fn exit_code(e: &anyhow::Error) -> i32 {
     for cause in e.chain() {
-        if let Some(e) = cause.downcast_ref::<openwrk::archive::ArchiveError>() {
+        if let Some(e) = cause.downcast_ref::<openwrk::supply::archive::ArchiveError>() {
             return e.exit_code();
         }
-        if let Some(e) = cause.downcast_ref::<openwrk::download::DownloadError>() {
+        if let Some(e) = cause.downcast_ref::<openwrk::supply::download::DownloadError>() {
             return e.exit_code();
         }
-        if let Some(e) = cause.downcast_ref::<openwrk::github::GithubError>() {
+        if let Some(e) = cause.downcast_ref::<openwrk::supply::github::GithubError>() {
             return e.exit_code();
         }
-        if let Some(e) = cause.downcast_ref::<openwrk::platform::PlatformError>() {
+        if let Some(e) = cause.downcast_ref::<openwrk::supply::platform::PlatformError>() {
             return match e {
-                openwrk::platform::PlatformError::UnknownTarget(_) => 2,
+                openwrk::supply::platform::PlatformError::UnknownTarget(_) => 2,
                 _ => 3,
             };
         }

@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
 use clap::ValueEnum;
-use openwrk::github::VersionRequest;
-use openwrk::platform::Target;
+use openwrk::supply::github::VersionRequest;
+use openwrk::supply::platform::Target;
 use openwrk_test_support::ReleaseHost;
 
 use crate::bundle::{human, Mode};

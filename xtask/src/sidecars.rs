@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use openwrk::archive::ArchiveKind;
+use openwrk::supply::archive::ArchiveKind;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -53,7 +53,7 @@ impl SidecarsConfig {
         for (name, sidecar) in &config.sidecars {
             if let Source::Github { assets, .. } = &sidecar.source {
                 for target in assets.keys() {
-                    if target.parse::<openwrk::platform::Target>().is_err() {
+                    if target.parse::<openwrk::supply::platform::Target>().is_err() {
                         bail!(
                             "{}: sidecars.{name}.source.assets.{target}: unknown target",
                             path.display()
@@ -74,7 +74,7 @@ pub fn default_path() -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openwrk::platform::Target;
+    use openwrk::supply::platform::Target;
 
     #[test]
     fn repo_config_matches_the_platform_table() {

@@ -6,11 +6,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
-use indicatif::ProgressBar;
-use openwrk::digest::{hash_file, FileDigest};
-use openwrk::download::{DownloadError, Downloader, Expected};
-use openwrk::manifest::{Manifest, MANIFEST_FILE};
-use openwrk::signature::TrustedKey;
+use openwrk::supply::digest::{hash_file, FileDigest};
+use openwrk::supply::download::{DownloadError, Downloader, Expected};
+use openwrk::supply::manifest::{Manifest, MANIFEST_FILE};
+use openwrk::supply::signature::TrustedKey;
 
 use crate::bundle::SIGNATURE_FILE;
 
@@ -46,12 +45,7 @@ impl Source {
             } => {
                 let dest = tmp.path().join(name);
                 match downloader
-                    .download(
-                        &format!("{base}/{name}"),
-                        &dest,
-                        expected,
-                        &ProgressBar::hidden(),
-                    )
+                    .download(&format!("{base}/{name}"), &dest, expected)
                     .await
                 {
                     Ok(_) => Ok(Some(dest)),

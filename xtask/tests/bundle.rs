@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 
-use openwrk::manifest::Manifest;
+use openwrk::supply::manifest::Manifest;
 use openwrk_test_support::fixtures::{self, Entry};
 use openwrk_test_support::{FakeAsset, FakeRelease, ReleaseHost};
 
@@ -155,7 +155,7 @@ fn latest_release_bundles_every_target() {
     for entry in m.entries.values() {
         assert_eq!(entry.targets.len(), 5);
         for t in entry.targets.values() {
-            let d = openwrk::digest::hash_file(&fx.out().join(t.asset.as_str())).unwrap();
+            let d = openwrk::supply::digest::hash_file(&fx.out().join(t.asset.as_str())).unwrap();
             assert_eq!((d.sha256.as_str(), d.size), (t.sha256.as_str(), t.size));
         }
     }

@@ -15,8 +15,8 @@ use crate::commands::Failure;
 use crate::dashboard::{self, Action, ServiceRow, ServiceState, View};
 use crate::health::{Endpoint, Probe, Prober};
 use crate::log::Logger;
-use crate::manifest::{OPENCODE, OPENWORK_SERVER, OWPENBOT};
 use crate::supervise::{self, SIGKILL, SIGTERM, STOP_GRACE};
+use crate::supply::manifest::{OPENCODE, OPENWORK_SERVER, OWPENBOT};
 
 const POLL: Duration = Duration::from_millis(100);
 /// Log lines shown when a background run fails to start.

@@ -9,9 +9,9 @@ use crate::cli::{Approval, Global, StartArgs};
 use crate::commands::Failure;
 use crate::credentials::Credentials;
 use crate::log::Logger;
-use crate::manifest::{OPENCODE, OPENWORK_SERVER, OWPENBOT};
-use crate::resolve::Resolved;
 use crate::supervise::Spec;
+use crate::supply::manifest::{OPENCODE, OPENWORK_SERVER, OWPENBOT};
+use crate::supply::resolve::Resolved;
 
 const DEFAULT_OPENWORK_PORT: u16 = 8787;
 const LOOPBACK: &str = "127.0.0.1";
@@ -442,9 +442,11 @@ async fn resolve(global: &Global, args: &StartArgs, logger: &Logger) -> Result<B
             owpenbot_bin,
         ],
     )?;
-    let mut resolver = crate::commands::resolver(global, settings)?;
-    let notify = logger.clone();
-    resolver.notify = Box::new(move |m| notify.info(m));
+    let resolver = crate::commands::resolver(
+        global,
+        settings,
+        crate::commands::progress::Lines::Log(logger.clone()),
+    )?;
     let mut names = vec![OPENCODE, OPENWORK_SERVER];
     if !args.no_owpenbot {
         names.push(OWPENBOT);
@@ -502,11 +504,11 @@ mod tests {
         Resolved {
             name: name.into(),
             version: "1.0.0".into(),
-            target: crate::platform::Target::LinuxX64,
-            origin: crate::resolve::Origin::Cache,
+            target: crate::supply::platform::Target::LinuxX64,
+            origin: crate::supply::resolve::Origin::Cache,
             path: PathBuf::from(format!("/bin/{name}")),
             verified: "warm",
-            recheck: crate::resolve::Recheck::None,
+            recheck: crate::supply::resolve::Recheck::None,
         }
     }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::archive::ArchiveKind;
+use crate::supply::archive::ArchiveKind;
 
 /// One of the five platforms openwrk ships for. The id (`linux-x64`, …) is used
 /// everywhere: manifest keys, asset names and `--targets`.

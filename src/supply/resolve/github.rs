@@ -8,30 +8,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::archive;
-use crate::cache::Check;
-use crate::download::{DownloadError, Expected};
-use crate::github::{GitHub, GithubError, Release, Repo, VersionRequest};
-use crate::manifest::{BinaryDigest, OPENCODE};
-use crate::platform::Target;
-use crate::resolve::{Origin, Recheck, ResolveError, Resolved, Resolver};
+use super::context::Resolver;
+use super::error::ResolveError;
+use super::resolved::{Origin, Recheck, Resolved};
+use crate::supply::archive;
+use crate::supply::cache::Check;
+use crate::supply::download::Expected;
+use crate::supply::events::Notice;
+use crate::supply::github::{GitHub, GithubError, Release, Repo, VersionRequest};
+use crate::supply::manifest::{BinaryDigest, OPENCODE};
+use crate::supply::platform::Target;
 
 /// How long a resolved "latest" is trusted without asking GitHub again.
 pub const LATEST_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 const MEMO_FILE: &str = "opencode-latest.json";
-
-/// Where OpenCode comes from when the manifest does not say.
-#[derive(Debug, Clone)]
-pub struct GithubSettings {
-    /// `OPENCODE_VERSION`: `1.2.3`, `v1.2.3` or `latest` (default).
-    pub version: Option<String>,
-    /// `OPENWRK_OPENCODE_REPO`.
-    pub repo: String,
-    /// `OPENWRK_GITHUB_API_URL`.
-    pub api_url: String,
-    /// `GITHUB_TOKEN` / `GH_TOKEN`.
-    pub token: Option<String>,
-}
 
 /// `<data dir>/opencode-latest.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,14 +160,19 @@ impl Resolver {
                 let why = e.to_string().lines().next().unwrap_or_default().to_string();
                 if let Some(m) = memo {
                     let hours = now().saturating_sub(m.resolved_at) / 3600;
-                    (self.notify)(&format!(
-                        "offline: using OpenCode {} remembered {hours} h ago as the latest ({why})",
-                        m.version
-                    ));
+                    self.notice(Notice::Offline {
+                        version: m.version.clone(),
+                        remembered_hours: Some(hours),
+                        why,
+                    });
                     return Ok((m.version, None));
                 }
                 if let Some(v) = self.newest_cached(target) {
-                    (self.notify)(&format!("offline: using cached OpenCode {v} ({why})"));
+                    self.notice(Notice::Offline {
+                        version: v.clone(),
+                        remembered_hours: None,
+                        why,
+                    });
                     return Ok((v, None));
                 }
                 Err(e.into())
@@ -220,12 +215,20 @@ impl Resolver {
         (Some(version), ok.then_some(entry.binary))
     }
 
-    /// OpenCode from GitHub releases (or `--sidecar-base-url`), cached and verified.
+    /// OpenCode from GitHub releases, cached and verified (never with a mirror).
     pub async fn opencode_from_github(
         &self,
         target: Target,
         host: bool,
     ) -> Result<Resolved, ResolveError> {
+        // With a mirror, nothing goes to any other host (SPEC §3.1): its
+        // manifest must name OpenCode.
+        if let Some(mirror) = &self.settings.base_url {
+            return Err(ResolveError::MirrorLacksOpenCode {
+                mirror: crate::sanitize::strip_userinfo(mirror),
+                target,
+            });
+        }
         let (version, release) = self.opencode_version(target).await?;
         let entry = self
             .cache
@@ -250,7 +253,7 @@ impl Resolver {
         // The cache record holds the digest verified against GitHub's at download
         // time, and says whether GitHub gave one (else only the size was checked).
         let recorded =
-            |e: &crate::cache::CacheEntry| -> Result<Option<&'static str>, ResolveError> {
+            |e: &crate::supply::cache::CacheEntry| -> Result<Option<&'static str>, ResolveError> {
                 let Some(rec) = e.read_verified() else {
                     return Ok(None);
                 };
@@ -263,11 +266,15 @@ impl Resolver {
                     Check::Rehashed if size_only => Ok(Some("size")),
                     Check::Warm => Ok(Some("warm")),
                     Check::Rehashed => Ok(Some("sha256")),
-                    Check::Corrupt { moved_to, .. } => {
-                        (self.notify)(&format!(
-                        "warning: cached opencode {version} changed since it was verified; moved it to {} and fetching it again",
-                        moved_to.display()
-                    ));
+                    Check::Corrupt { moved_to, actual } => {
+                        self.notice(Notice::MovedAside {
+                            name: OPENCODE.into(),
+                            version: version.clone(),
+                            against: "its verification record",
+                            expected: rec.sha256.clone(),
+                            found: actual.sha256,
+                            moved_to,
+                        });
                         Ok(None)
                     }
                     Check::Missing => Ok(None),
@@ -276,8 +283,11 @@ impl Resolver {
         if let Some(how) = recorded(&entry)? {
             return Ok(resolved(Origin::Cache, how));
         }
-        let _lock = entry
-            .lock(|| (self.notify)("waiting for another openwrk to finish downloading opencode"))?;
+        let _lock = entry.lock(|| {
+            self.notice(Notice::WaitingForLock {
+                name: OPENCODE.into(),
+            })
+        })?;
         entry.check_trust()?;
         if let Some(how) = recorded(&entry)? {
             return Ok(resolved(Origin::Cache, how));
@@ -307,44 +317,23 @@ impl Resolver {
                     .join(" or "),
                 assets: release.asset_names(),
             })?;
-        if self.settings.verbose {
-            (self.notify)(&format!("opencode {version}: using {} ({why})", asset.name));
-        }
+        self.notice(Notice::Variant {
+            version: version.clone(),
+            asset: asset.name.clone(),
+            why,
+        });
         let sha256 = asset.sha256();
         let sha256_given = sha256.is_some();
         if sha256.is_none() {
-            (self.notify)(&format!(
-                "note: GitHub gives no digest for {}; only its size is checked",
-                asset.name
-            ));
+            self.notice(Notice::NoDigest {
+                asset: asset.name.clone(),
+            });
         }
         let expected = Expected::exactly(sha256, asset.size);
         let archive_path = entry.dir.join(format!(".{}", asset.name));
-        let bar = (self.progress)(&asset.name, asset.size);
-        // A mirror covers OpenCode too; one without it falls back to GitHub (same digest check).
-        if let Some(base) = &self.settings.base_url {
-            let url = format!("{}/{}", base.trim_end_matches('/'), asset.name);
-            match self
-                .downloader
-                .download(&url, &archive_path, &expected, &bar)
-                .await
-            {
-                Ok(_) => {}
-                Err(DownloadError::NotFound { .. }) => {
-                    (self.notify)(&format!(
-                        "note: {url} not found on the mirror; downloading it from GitHub"
-                    ));
-                    self.downloader
-                        .download(&asset.browser_download_url, &archive_path, &expected, &bar)
-                        .await?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        } else {
-            self.downloader
-                .download(&asset.browser_download_url, &archive_path, &expected, &bar)
-                .await?;
-        }
+        self.downloader
+            .download(&asset.browser_download_url, &archive_path, &expected)
+            .await?;
         let kind = target.opencode_archive();
         let (ap, dest, inner) = (
             archive_path.clone(),

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{hash_file, FileDigest};
-use crate::manifest::BinaryDigest;
-use crate::platform::Target;
+use crate::supply::digest::{hash_file, FileDigest};
+use crate::supply::manifest::BinaryDigest;
+use crate::supply::platform::Target;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -112,13 +112,13 @@ impl Cache {
         target: Target,
         binary: &str,
     ) -> Result<CacheEntry, CacheError> {
-        if !crate::manifest::SIDECARS.contains(&name) {
+        if !crate::supply::manifest::SIDECARS.contains(&name) {
             return Err(CacheError::BadName {
                 what: "sidecar name",
                 value: name.into(),
             });
         }
-        if crate::manifest::check_version(version).is_err() {
+        if crate::supply::manifest::check_version(version).is_err() {
             return Err(CacheError::BadName {
                 what: "version",
                 value: version.into(),

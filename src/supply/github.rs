@@ -125,7 +125,7 @@ impl Asset {
             .as_deref()?
             .strip_prefix("sha256:")?
             .to_ascii_lowercase();
-        crate::digest::is_sha256_hex(&hex).then_some(hex)
+        crate::supply::digest::is_sha256_hex(&hex).then_some(hex)
     }
 }
 

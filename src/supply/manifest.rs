@@ -6,9 +6,9 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::archive::ArchiveKind;
-use crate::digest::is_sha256_hex;
-use crate::platform::Target;
+use crate::supply::archive::ArchiveKind;
+use crate::supply::digest::is_sha256_hex;
+use crate::supply::platform::Target;
 
 pub const MANIFEST_FILE: &str = "openwrk-sidecars.json";
 pub const SCHEMA_VERSION: u32 = 1;
@@ -210,7 +210,7 @@ impl Manifest {
                     }
                 }
                 if let Some(binary) = &asset.binary {
-                    if let Err(reason) = crate::archive::check_entry_path(binary) {
+                    if let Err(reason) = crate::supply::archive::check_entry_path(binary) {
                         return Err(err(format!("{at}.binary"), reason));
                     }
                 }

@@ -89,7 +89,7 @@ fn key_id(text: &str) -> String {
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
         .unwrap_or_default();
-    crate::digest::sha256_hex(line.as_bytes())[..16].to_string()
+    crate::supply::digest::sha256_hex(line.as_bytes())[..16].to_string()
 }
 
 /// A public key as the base64 line, or a whole minisign `.pub` file.

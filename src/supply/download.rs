@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use indicatif::ProgressBar;
 use reqwest::header::{ACCEPT_RANGES, CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 
-use crate::digest::FileDigest;
 use crate::error_chain;
-use crate::github::ResetTime;
+use crate::supply::digest::FileDigest;
+use crate::supply::events::{Event, Reporter};
+use crate::supply::github::ResetTime;
 
 #[derive(Debug, Clone)]
 pub struct DownloadConfig {
@@ -269,6 +269,8 @@ pub struct Downloader {
     /// Built on first use: warm starts that download nothing skip loading TLS roots.
     client: std::sync::OnceLock<Result<reqwest::Client, String>>,
     config: DownloadConfig,
+    /// Where transfer progress goes.
+    reporter: Reporter,
 }
 
 impl Downloader {
@@ -284,7 +286,18 @@ impl Downloader {
         Ok(Downloader {
             client: std::sync::OnceLock::new(),
             config,
+            reporter: crate::supply::events::silent(),
         })
+    }
+
+    /// Reports transfers to `reporter`.
+    pub fn with_reporter(mut self, reporter: Reporter) -> Downloader {
+        self.reporter = reporter;
+        self
+    }
+
+    pub fn reporter(&self) -> &Reporter {
+        &self.reporter
     }
 
     fn build_client(config: &DownloadConfig) -> Result<reqwest::Client, String> {
@@ -335,28 +348,36 @@ impl Downloader {
         url: &str,
         dest: &Path,
         expected: &Expected,
-        progress: &ProgressBar,
     ) -> Result<FileDigest, DownloadError> {
         let mut part = PartFile::create(dest)?;
+        let asset = asset_name(dest);
         let mut state = Progress {
             hasher: Sha256::new(),
             written: 0,
             accept_ranges: false,
+            asset: &asset,
+            reporter: &self.reporter,
         };
-        if let Some(size) = expected.size {
-            progress.set_length(size);
-        }
+        (self.reporter)(Event::TransferStarted {
+            asset: &asset,
+            size: expected.size,
+        });
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self
-                .attempt(url, &mut part, &mut state, expected, progress)
-                .await
-            {
+            match self.attempt(url, &mut part, &mut state, expected).await {
                 Ok(()) => break,
                 Err(Attempt::Retry(e)) if attempt <= self.config.retries => {
-                    tracing::debug!("retrying {url} after attempt {attempt}: {e}");
-                    tokio::time::sleep(backoff(self.config.backoff, attempt)).await;
+                    let delay = backoff(self.config.backoff, attempt);
+                    tracing::debug!(
+                        "retrying {} in {} ms after attempt {attempt}: {}",
+                        crate::sanitize::strip_userinfo(url),
+                        delay.as_millis(),
+                        crate::sanitize::strip_userinfo(
+                            e.to_string().lines().next().unwrap_or_default()
+                        )
+                    );
+                    tokio::time::sleep(delay).await;
                 }
                 Err(Attempt::Retry(e)) | Err(Attempt::Fatal(e)) => {
                     return Err(with_attempts(e, attempt, state.written))
@@ -374,7 +395,7 @@ impl Downloader {
             &digest,
         )?;
         part.persist(dest)?;
-        progress.finish();
+        (self.reporter)(Event::TransferFinished { asset: &asset });
         Ok(digest)
     }
 
@@ -386,8 +407,14 @@ impl Downloader {
         expected: &Expected,
     ) -> Result<FileDigest, DownloadError> {
         let (src, dest, expected) = (src.to_path_buf(), dest.to_path_buf(), expected.clone());
+        let reporter = self.reporter.clone();
         tokio::task::spawn_blocking(move || {
             let name = src.display().to_string();
+            let asset = asset_name(&dest);
+            reporter(Event::TransferStarted {
+                asset: &asset,
+                size: expected.size,
+            });
             let mut input = File::open(&src).map_err(|_| DownloadError::NotFound {
                 url: name.clone(),
                 status: 404,
@@ -412,6 +439,10 @@ impl Downloader {
                 part.write(&buf[..n]).map_err(Attempt::into_inner)?;
                 hasher.update(&buf[..n]);
                 size += n as u64;
+                reporter(Event::TransferProgress {
+                    asset: &asset,
+                    bytes: n as u64,
+                });
             }
             let digest = FileDigest {
                 sha256: hex::encode(hasher.finalize()),
@@ -419,6 +450,7 @@ impl Downloader {
             };
             verify(&name, &dest, &expected, &digest)?;
             part.persist(&dest)?;
+            reporter(Event::TransferFinished { asset: &asset });
             Ok(digest)
         })
         .await
@@ -429,16 +461,20 @@ impl Downloader {
         &self,
         url: &str,
         part: &mut PartFile,
-        state: &mut Progress,
+        state: &mut Progress<'_>,
         expected: &Expected,
-        progress: &ProgressBar,
     ) -> Result<(), Attempt> {
         let mut request = self.client().map_err(Attempt::Fatal)?.get(url);
         let resuming = state.written > 0 && state.accept_ranges;
         if resuming {
+            tracing::debug!(
+                "resuming {} at byte {}",
+                crate::sanitize::strip_userinfo(url),
+                state.written
+            );
             request = request.header(RANGE, format!("bytes={}-", state.written));
         } else if state.written > 0 {
-            self.restart(part, state, progress)?;
+            state.restart(part)?;
         }
         let response = request
             .send()
@@ -491,7 +527,12 @@ impl Downloader {
         if state.written > 0
             && !(status == StatusCode::PARTIAL_CONTENT && range_starts_at(&response, state.written))
         {
-            self.restart(part, state, progress)?;
+            tracing::debug!(
+                "{} did not resume (HTTP {}); starting over",
+                crate::sanitize::strip_userinfo(url),
+                status.as_u16()
+            );
+            state.restart(part)?;
         }
         let body_len = response.content_length();
         let total = body_len.map(|n| n + state.written);
@@ -512,11 +553,6 @@ impl Downloader {
                     expected: size,
                     announced,
                 }));
-            }
-        }
-        if expected.size.is_none() {
-            if let Some(total) = total {
-                progress.set_length(total);
             }
         }
         let mut stream = response.bytes_stream();
@@ -545,7 +581,10 @@ impl Downloader {
             part.write(&chunk)?;
             state.hasher.update(&chunk);
             state.written += chunk.len() as u64;
-            progress.inc(chunk.len() as u64);
+            (state.reporter)(Event::TransferProgress {
+                asset: state.asset,
+                bytes: chunk.len() as u64,
+            });
         }
         let want = expected.size.or(total);
         if let Some(want) = want {
@@ -559,19 +598,6 @@ impl Downloader {
                 }));
             }
         }
-        Ok(())
-    }
-
-    fn restart(
-        &self,
-        part: &mut PartFile,
-        state: &mut Progress,
-        progress: &ProgressBar,
-    ) -> Result<(), Attempt> {
-        part.truncate().map_err(Attempt::Fatal)?;
-        state.hasher = Sha256::new();
-        state.written = 0;
-        progress.set_position(0);
         Ok(())
     }
 
@@ -607,10 +633,30 @@ impl Downloader {
     }
 }
 
-struct Progress {
+/// What one download has received so far, across its attempts.
+struct Progress<'a> {
     hasher: Sha256,
     written: u64,
     accept_ranges: bool,
+    asset: &'a str,
+    reporter: &'a Reporter,
+}
+
+impl Progress<'_> {
+    /// Drops what arrived: the next bytes start the file over.
+    fn restart(&mut self, part: &mut PartFile) -> Result<(), Attempt> {
+        part.truncate().map_err(Attempt::Fatal)?;
+        self.hasher = Sha256::new();
+        self.written = 0;
+        (self.reporter)(Event::TransferRestarted { asset: self.asset });
+        Ok(())
+    }
+}
+
+/// The asset a destination holds: its file name without a leading dot.
+fn asset_name(dest: &Path) -> String {
+    let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    name.trim_start_matches('.').to_string()
 }
 
 /// Size first, then SHA-256, against what the bytes must be.
@@ -620,8 +666,7 @@ fn verify(
     expected: &Expected,
     digest: &FileDigest,
 ) -> Result<(), DownloadError> {
-    let asset = dest.file_name().unwrap_or_default().to_string_lossy();
-    let asset = asset.trim_start_matches('.').to_string();
+    let asset = asset_name(dest);
     if let Some(size) = expected.size {
         if size != digest.size {
             return Err(DownloadError::SizeMismatch {
