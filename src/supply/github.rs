@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
 use http::StatusCode;
 use octocrab::Octocrab;
@@ -212,9 +211,14 @@ pub struct GitHub {
 }
 
 impl GitHub {
-    /// `api_url` is the API root (`https://api.github.com`, or a loopback host in tests).
-    pub fn new(api_url: &str, token: Option<String>) -> Result<GitHub, GithubError> {
-        crate::install_crypto_provider();
+    /// `api_url` is the API root (`https://api.github.com`, or a loopback host
+    /// in tests). Requests go through `client` — the downloader's, so the API
+    /// honours the same proxies, CA bundle and timeouts as every download.
+    pub fn new(
+        api_url: &str,
+        token: Option<String>,
+        client: reqwest::Client,
+    ) -> Result<GitHub, GithubError> {
         let api_url = api_url.trim_end_matches('/').to_string();
         let bad = |reason: String| GithubError::BadApiUrl {
             url: api_url.clone(),
@@ -223,23 +227,14 @@ impl GitHub {
         let mut builder = Octocrab::builder()
             .base_uri(api_url.as_str())
             .map_err(|e| bad(error_chain(&e)))?
-            .add_header(http::header::USER_AGENT, crate::user_agent())
-            .set_connect_timeout(Some(Duration::from_secs(10)))
-            .set_read_timeout(Some(Duration::from_secs(30)));
+            .add_header(http::header::USER_AGENT, crate::user_agent());
         if let Some(token) = token.filter(|t| !t.is_empty()) {
             builder = builder.personal_token(token);
         }
-        let client = builder.build().map_err(|e| bad(error_chain(&e)))?;
+        let client = builder
+            .build_with_reqwest(client)
+            .map_err(|e| bad(error_chain(&e)))?;
         Ok(GitHub { client, api_url })
-    }
-
-    /// `OPENWRK_GITHUB_API_URL` (default api.github.com) and `GITHUB_TOKEN` / `GH_TOKEN`.
-    pub fn from_env() -> Result<GitHub, GithubError> {
-        let url = std::env::var("OPENWRK_GITHUB_API_URL")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| DEFAULT_API_URL.to_string());
-        GitHub::new(&url, token_from_env())
     }
 
     pub fn api_url(&self) -> &str {

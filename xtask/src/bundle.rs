@@ -154,6 +154,8 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
     // Bars on a terminal (never with CI set), plain lines otherwise.
     let animated = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
     let progress = Renderer::new(animated, Lines::Stderr { verbose: true });
+    // One client for the API and every download (same proxies, CA bundle, timeouts).
+    let downloader = Arc::new(Downloader::from_env()?.with_reporter(progress.reporter()));
     let mut versions = BTreeMap::new();
     let mut sources = BTreeMap::new();
     let mut jobs = Vec::new();
@@ -171,7 +173,8 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
                     .github_token
                     .clone()
                     .or_else(openwrk::supply::github::token_from_env);
-                let github = GitHub::new(&args.github_api_url, token)?;
+                let github =
+                    GitHub::new(&args.github_api_url, token, downloader.client()?.clone())?;
                 progress.line(&format!(
                     "resolving {name} {request} from {repo} ({})",
                     github.api_url()
@@ -262,7 +265,6 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
         }
     }
 
-    let downloader = Arc::new(Downloader::from_env()?.with_reporter(progress.reporter()));
     let results: Vec<anyhow::Result<Fetched>> = futures_util::stream::iter(jobs)
         .map(|job| {
             let downloader = downloader.clone();

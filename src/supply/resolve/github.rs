@@ -96,7 +96,8 @@ impl Resolver {
     fn github(&self) -> Result<(GitHub, Repo), ResolveError> {
         let g = &self.settings.github;
         let repo: Repo = g.repo.parse()?;
-        Ok((GitHub::new(&g.api_url, g.token.clone())?, repo))
+        let client = self.downloader.client()?.clone();
+        Ok((GitHub::new(&g.api_url, g.token.clone(), client)?, repo))
     }
 
     /// The highest cached OpenCode version that has a verification record.
