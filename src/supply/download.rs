@@ -14,8 +14,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error_chain;
 use crate::supply::digest::FileDigest;
-use crate::supply::events::{Event, Reporter};
+use crate::supply::events::{Event, Notice, Reporter};
 use crate::supply::github::ResetTime;
+use crate::supply::ratelimit;
 
 #[derive(Debug, Clone)]
 pub struct DownloadConfig {
@@ -254,13 +255,15 @@ impl DownloadError {
 /// One attempt's failure, and whether another attempt may help.
 enum Attempt {
     Retry(DownloadError),
+    /// Rate limited: retry once the server's short wait is over.
+    RetryAfter(Duration, DownloadError),
     Fatal(DownloadError),
 }
 
 impl Attempt {
     fn into_inner(self) -> DownloadError {
         match self {
-            Attempt::Retry(e) | Attempt::Fatal(e) => e,
+            Attempt::Retry(e) | Attempt::RetryAfter(_, e) | Attempt::Fatal(e) => e,
         }
     }
 }
@@ -379,8 +382,16 @@ impl Downloader {
                     );
                     tokio::time::sleep(delay).await;
                 }
-                Err(Attempt::Retry(e)) | Err(Attempt::Fatal(e)) => {
-                    return Err(with_attempts(e, attempt, state.written))
+                Err(Attempt::RetryAfter(wait, _)) if attempt <= self.config.retries => {
+                    (self.reporter)(Event::Notice(Notice::RateLimitWait {
+                        url: crate::sanitize::strip_userinfo(url),
+                        secs: wait.as_secs(),
+                    }));
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => {
+                    let e = e.into_inner();
+                    return Err(with_attempts(e, attempt, state.written));
                 }
             }
         }
@@ -489,16 +500,21 @@ impl Downloader {
                     status: status.as_u16(),
                 }))
             }
-            StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS if is_rate_limited(&response) => {
-                let reset = response
-                    .headers()
-                    .get("x-ratelimit-reset")
-                    .and_then(|v| v.to_str().ok()?.parse().ok());
-                return Err(Attempt::Fatal(DownloadError::RateLimited {
+            s if ratelimit::is_rate_limited(s, response.headers()) => {
+                // A short wait the server asks for is waited out; a long one fails
+                // at once naming the reset; a bare 429 is retried with backoff.
+                let now = ratelimit::now();
+                let reset = ratelimit::reset_at(response.headers(), now);
+                let error = DownloadError::RateLimited {
                     url: url.into(),
-                    status: status.as_u16(),
+                    status: s.as_u16(),
                     reset: ResetTime(reset),
-                }));
+                };
+                return Err(match (reset, ratelimit::short_wait(reset, now)) {
+                    (_, Some(wait)) => Attempt::RetryAfter(wait, error),
+                    (None, None) if s == StatusCode::TOO_MANY_REQUESTS => Attempt::Retry(error),
+                    _ => Attempt::Fatal(error),
+                });
             }
             s if s.is_server_error()
                 || s == StatusCode::TOO_MANY_REQUESTS
@@ -690,14 +706,6 @@ fn verify(
         }
     }
     Ok(())
-}
-
-fn is_rate_limited(response: &reqwest::Response) -> bool {
-    response.status() == StatusCode::TOO_MANY_REQUESTS
-        || response
-            .headers()
-            .get("x-ratelimit-remaining")
-            .is_some_and(|v| v.as_bytes() == b"0")
 }
 
 fn range_starts_at(response: &reqwest::Response, offset: u64) -> bool {

@@ -85,6 +85,11 @@ pub enum Notice {
     BundledMismatch {
         detail: String,
     },
+    /// A server asked us to wait a little (429 / rate limit with a near reset).
+    RateLimitWait {
+        url: String,
+        secs: u64,
+    },
 }
 
 impl Notice {
@@ -93,7 +98,8 @@ impl Notice {
             Notice::WaitingForLock { .. }
             | Notice::Offline { .. }
             | Notice::NoDigest { .. }
-            | Notice::UnknownEntry { .. } => Level::Info,
+            | Notice::UnknownEntry { .. }
+            | Notice::RateLimitWait { .. } => Level::Info,
             Notice::Variant { .. } => Level::Detail,
             _ => Level::Warn,
         }
@@ -150,6 +156,10 @@ impl fmt::Display for Notice {
                 why,
             } => write!(f, "opencode {version}: using {asset} ({why})"),
             Notice::BundledMismatch { detail } => write!(f, "{detail}; using the cache instead"),
+            Notice::RateLimitWait { url, secs } => write!(
+                f,
+                "{url} is rate limited; waiting {secs} s as it asks, then trying again"
+            ),
         }
     }
 }

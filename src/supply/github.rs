@@ -8,6 +8,8 @@ use octocrab::Octocrab;
 use serde::Deserialize;
 
 use crate::error_chain;
+use crate::supply::events::{Event, Notice, Reporter};
+use crate::supply::ratelimit;
 
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
 pub const DEFAULT_OPENCODE_REPO: &str = "anomalyco/opencode";
@@ -208,7 +210,11 @@ impl fmt::Display for ResetTime {
 pub struct GitHub {
     client: Octocrab,
     api_url: String,
+    reporter: Reporter,
 }
+
+/// Rate-limited API answers whose reset is near are retried this many times.
+const RATE_LIMIT_RETRIES: u32 = 4;
 
 impl GitHub {
     /// `api_url` is the API root (`https://api.github.com`, or a loopback host
@@ -234,7 +240,17 @@ impl GitHub {
         let client = builder
             .build_with_reqwest(client)
             .map_err(|e| bad(error_chain(&e)))?;
-        Ok(GitHub { client, api_url })
+        Ok(GitHub {
+            client,
+            api_url,
+            reporter: crate::supply::events::silent(),
+        })
+    }
+
+    /// Says so through `reporter` when it waits out a rate limit.
+    pub fn with_reporter(mut self, reporter: Reporter) -> GitHub {
+        self.reporter = reporter;
+        self
     }
 
     pub fn api_url(&self) -> &str {
@@ -332,8 +348,36 @@ impl GitHub {
         Ok(all)
     }
 
-    /// GET and decode; `Ok(None)` on 404; rate limits and other statuses are errors.
+    /// GET and decode; `Ok(None)` on 404. A rate limit that resets within a
+    /// minute is waited out (saying so); a later one is an error naming the reset.
     async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, GithubError> {
+        let mut tries = 0;
+        loop {
+            match self.get_json_once(path).await {
+                Err(GithubError::RateLimited {
+                    url,
+                    reset: ResetTime(reset),
+                    ..
+                }) if tries < RATE_LIMIT_RETRIES
+                    && ratelimit::short_wait(reset, ratelimit::now()).is_some() =>
+                {
+                    tries += 1;
+                    let wait = ratelimit::short_wait(reset, ratelimit::now()).unwrap_or_default();
+                    (self.reporter)(Event::Notice(Notice::RateLimitWait {
+                        url,
+                        secs: wait.as_secs(),
+                    }));
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn get_json_once<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
     ) -> Result<Option<T>, GithubError> {
@@ -357,20 +401,11 @@ impl GitHub {
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let remaining = headers
-            .get("x-ratelimit-remaining")
-            .and_then(|v| v.to_str().ok());
-        if status == StatusCode::TOO_MANY_REQUESTS
-            || (status == StatusCode::FORBIDDEN && remaining == Some("0"))
-        {
-            let reset = headers
-                .get("x-ratelimit-reset")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok());
+        if ratelimit::is_rate_limited(status, &headers) {
             return Err(GithubError::RateLimited {
                 url,
                 status: status.as_u16(),
-                reset: ResetTime(reset),
+                reset: ResetTime(ratelimit::reset_at(&headers, ratelimit::now())),
             });
         }
         if !status.is_success() {

@@ -13,6 +13,7 @@ pub mod events;
 pub mod github;
 pub mod manifest;
 pub mod platform;
+pub mod ratelimit;
 pub mod resolve;
 pub mod rollback;
 pub mod signature;

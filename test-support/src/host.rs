@@ -48,6 +48,12 @@ pub struct Faults {
     pub drip_ms: AtomicU64,
     /// Downloads answer `302` to this URL prefix + the path (another host, or a loop).
     pub redirect_to: Mutex<Option<String>>,
+    /// The next N requests (API, downloads and mirror files) answer 429.
+    pub too_many_requests: AtomicU32,
+    /// With `too_many_requests`: the `Retry-After` value sent (none when unset).
+    pub retry_after: Mutex<Option<String>>,
+    /// With `too_many_requests`: `x-ratelimit-reset` this many seconds from now (0: none).
+    pub ratelimit_reset_in: AtomicU64,
 }
 
 #[derive(Clone, Debug)]
@@ -259,7 +265,33 @@ async fn count_requests(
         .lock()
         .unwrap()
         .push(format!("{} {}{range}{auth}", req.method(), req.uri()));
+    if take(&shared.faults.too_many_requests) {
+        return too_many_requests(&shared.faults);
+    }
     next.run(req).await
+}
+
+/// A 429 with the `Retry-After` / `x-ratelimit-reset` the faults ask for.
+fn too_many_requests(faults: &Faults) -> Response {
+    let mut r = api_error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
+    let h = r.headers_mut();
+    if let Some(v) = faults.retry_after.lock().unwrap().clone() {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_str(&v).unwrap());
+    }
+    let reset_in = faults.ratelimit_reset_in.load(Ordering::SeqCst);
+    if reset_in > 0 {
+        let reset = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + reset_in;
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        h.insert(
+            "x-ratelimit-reset",
+            HeaderValue::from_str(&reset.to_string()).unwrap(),
+        );
+    }
+    r
 }
 
 fn release_json(shared: &Shared, repo: &str, stored: &Stored) -> Value {

@@ -174,7 +174,8 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
                     .clone()
                     .or_else(openwrk::supply::github::token_from_env);
                 let github =
-                    GitHub::new(&args.github_api_url, token, downloader.client()?.clone())?;
+                    GitHub::new(&args.github_api_url, token, downloader.client()?.clone())?
+                        .with_reporter(progress.reporter());
                 progress.line(&format!(
                     "resolving {name} {request} from {repo} ({})",
                     github.api_url()

@@ -296,6 +296,28 @@ fn rate_limit_says_when_it_resets() {
 }
 
 #[test]
+fn api_rate_limits_that_reset_soon_are_waited_out() {
+    let fx = Fx::new(&["v1.0.0"], &[]);
+    let faults = fx.host.faults();
+    faults.too_many_requests.store(1, Ordering::SeqCst);
+    *faults.retry_after.lock().unwrap() = Some("1".into());
+    let started = std::time::Instant::now();
+    let o = fx.bundle(&["--targets", "linux-x64", "--mode", "download"], &[]);
+    assert_ok(&o);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    assert!(stderr(&o).contains("waiting 1 s"), "{}", stderr(&o));
+    // Ten minutes away: fail at once (exit 4), naming when.
+    let fx = Fx::new(&["v1.0.0"], &[]);
+    let faults = fx.host.faults();
+    faults.too_many_requests.store(100, Ordering::SeqCst);
+    faults.ratelimit_reset_in.store(600, Ordering::SeqCst);
+    let o = fx.bundle(&[], &[]);
+    assert_fails_with(&o, &["rate limit", "(in 10 minutes)"]);
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(fx.host.requests(), 1, "{:?}", fx.host.request_log());
+}
+
+#[test]
 fn token_is_sent_and_never_printed() {
     let fx = Fx::new(&["v1.0.0"], &[]);
     let o = fx.bundle(

@@ -97,7 +97,9 @@ impl Resolver {
         let g = &self.settings.github;
         let repo: Repo = g.repo.parse()?;
         let client = self.downloader.client()?.clone();
-        Ok((GitHub::new(&g.api_url, g.token.clone(), client)?, repo))
+        let github = GitHub::new(&g.api_url, g.token.clone(), client)?
+            .with_reporter(self.downloader.reporter().clone());
+        Ok((github, repo))
     }
 
     /// The highest cached OpenCode version that has a verification record.
