@@ -256,14 +256,15 @@ impl DownloadError {
 enum Attempt {
     Retry(DownloadError),
     /// Rate limited: retry once the server's short wait is over.
-    RetryAfter(Duration, DownloadError),
+    RetryAfter(Duration, Box<DownloadError>),
     Fatal(DownloadError),
 }
 
 impl Attempt {
     fn into_inner(self) -> DownloadError {
         match self {
-            Attempt::Retry(e) | Attempt::RetryAfter(_, e) | Attempt::Fatal(e) => e,
+            Attempt::Retry(e) | Attempt::Fatal(e) => e,
+            Attempt::RetryAfter(_, e) => *e,
         }
     }
 }
@@ -511,7 +512,7 @@ impl Downloader {
                     reset: ResetTime(reset),
                 };
                 return Err(match (reset, ratelimit::short_wait(reset, now)) {
-                    (_, Some(wait)) => Attempt::RetryAfter(wait, error),
+                    (_, Some(wait)) => Attempt::RetryAfter(wait, Box::new(error)),
                     (None, None) if s == StatusCode::TOO_MANY_REQUESTS => Attempt::Retry(error),
                     _ => Attempt::Fatal(error),
                 });
