@@ -542,8 +542,8 @@ fn write_sha256sums(dir: &Path, known: &BTreeMap<String, String>) -> anyhow::Res
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        // The signature is hedged (differs run to run); leaving it out keeps SHA256SUMS reproducible.
-        .filter(|n| n != "SHA256SUMS" && n != SIGNATURE_FILE)
+        // Every other file, the deterministic signature included (SPEC §2.4).
+        .filter(|n| n != "SHA256SUMS")
         .collect();
     names.sort();
     let mut out = String::new();

@@ -117,7 +117,13 @@ enum Inputs {
 pub fn run(args: ReproArgs) -> anyhow::Result<()> {
     let targets = Target::parse_list(&args.targets)?;
     let inputs = prepare(&args, &targets)?;
-    let bundle_args = bundle_args(&args, &inputs);
+    let mut bundle_args = bundle_args(&args, &inputs);
+    // Both runs sign with one throwaway key: signatures are deterministic, so
+    // the .minisig and the archives carrying it must match byte for byte too.
+    let key_dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let key = crate::sign::throwaway_key(key_dir.path())?;
+    bundle_args.push("--sign".into());
+    bundle_args.push(key.into_os_string());
     let exe = std::env::current_exe().context("cannot locate the xtask executable")?;
     let parent = match &args.out {
         Some(out) => {
@@ -205,14 +211,7 @@ pub fn run(args: ReproArgs) -> anyhow::Result<()> {
     if let Some(note) = mode_note(&dists) {
         println!("  {note}");
     }
-    if ["OPENWRK_SIGNING_KEY", "OPENWRK_SIGNING_KEY_FILE"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|k| !k.is_empty()))
-    {
-        println!(
-            "  note: both runs were unsigned: minisign signatures are randomized, so a signed dist/ differs in its .minisig and the archives holding it"
-        );
-    }
+    println!("  both runs signed with one throwaway key: the .minisig and the archives carrying it compared too");
     if let Inputs::Loopback { host, .. } = &inputs {
         println!(
             "  inputs: loopback release host {} (stand-in OpenCode {}), stand-in sidecars",
@@ -430,9 +429,7 @@ fn bundle_once(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // A minisign signature is randomized (hedged Ed25519), so a signed dist/
-    // differs run to run in the .minisig and the archives that carry it. The
-    // check covers everything else; the signed manifest is compared as is.
+    // The runs sign with the throwaway key given by flag, never the caller's.
     for var in [
         "OPENWRK_SIGNING_KEY",
         "OPENWRK_SIGNING_KEY_FILE",

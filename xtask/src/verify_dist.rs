@@ -136,7 +136,7 @@ pub async fn run(args: VerifyDistArgs) -> anyhow::Result<()> {
     let sums = check_sums(&source, &mut known, &mut problems).await?;
     if let Source::Dir(dir) = &source {
         for name in list_files(dir)? {
-            if name != "SHA256SUMS" && name != SIGNATURE_FILE && !sums.contains_key(&name) {
+            if name != "SHA256SUMS" && !sums.contains_key(&name) {
                 problems.push(format!("{name} is not listed in SHA256SUMS"));
             }
         }

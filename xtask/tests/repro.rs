@@ -85,9 +85,11 @@ fn repro_check_passes_on_the_loopback_host() {
         "repro-check failed:\n{stdout}\n{stderr}"
     );
 
-    // 3 sidecars × 5 targets, 5 bundled archives, the manifest and SHA256SUMS.
+    // 3 sidecars × 5 targets, 5 bundled archives, the manifest, its
+    // signature (signed with a throwaway key) and SHA256SUMS.
     let files = std::fs::read_dir(&out).unwrap().count();
-    assert_eq!(files, 22, "{stdout}");
+    assert_eq!(files, 23, "{stdout}");
+    assert!(out.join("openwrk-sidecars.json.minisig").is_file());
     assert!(
         stdout.contains(&format!("byte-identical: {files} files compared")),
         "{stdout}"
