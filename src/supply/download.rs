@@ -136,6 +136,8 @@ pub enum DownloadError {
         secs: f64,
         attempts: u32,
     },
+    #[error("the TLS certificate of {url} is not trusted: {cause}\nhint: if it comes from a private or corporate CA (a TLS-inspecting proxy, an internal mirror), pass that CA's certificate with --ca-bundle FILE or OPENWRK_CA_BUNDLE=FILE (PEM); otherwise something is intercepting the connection")]
+    Certificate { url: String, cause: String },
     #[error("{url} not found (HTTP {status})\nhint: the release or mirror does not have this file; check the version and --sidecar-base-url")]
     NotFound { url: String, status: u16 },
     #[error("{url} is rate limited (HTTP {status}){reset}\nhint: set GITHUB_TOKEN (or GH_TOKEN), wait, or use a mirror")]
@@ -222,6 +224,7 @@ impl DownloadError {
         use crate::sanitize::strip_userinfo;
         match self {
             DownloadError::Connect { url, cause, .. }
+            | DownloadError::Certificate { url, cause }
             | DownloadError::Truncated { url, cause, .. } => {
                 *url = strip_userinfo(url);
                 *cause = strip_userinfo(cause);
@@ -635,6 +638,13 @@ impl Downloader {
                 attempts: 0,
             });
         }
+        let cause = error_chain(&e);
+        if is_certificate_problem(&cause) {
+            return Attempt::Fatal(DownloadError::Certificate {
+                url: url.into(),
+                cause,
+            });
+        }
         if e.is_builder() {
             return Attempt::Fatal(DownloadError::Connect {
                 url: url.into(),
@@ -648,6 +658,13 @@ impl Downloader {
             attempts: 0,
         })
     }
+}
+
+/// Whether a transport error is TLS refusing the server's certificate (an
+/// unknown issuer, a wrong name, an expired one) rather than the network.
+pub fn is_certificate_problem(cause: &str) -> bool {
+    let c = cause.to_ascii_lowercase();
+    c.contains("certificate") || c.contains("unknownissuer") || c.contains("notvalidforname")
 }
 
 /// What one download has received so far, across its attempts.

@@ -146,6 +146,8 @@ pub enum GithubError {
     BadApiUrl { url: String, reason: String },
     #[error("could not reach the GitHub API at {url}: {cause}\nhint: check the network (or OPENWRK_GITHUB_API_URL); pin OPENCODE_VERSION and use a mirror to work offline")]
     Unreachable { url: String, cause: String },
+    #[error("the TLS certificate of the GitHub API at {url} is not trusted: {cause}\nhint: behind a TLS-inspecting proxy or with a private GitHub Enterprise CA, pass that CA's certificate with OPENWRK_CA_BUNDLE=FILE (PEM; --ca-bundle for openwrk)")]
+    Certificate { url: String, cause: String },
     #[error("GitHub API rate limit exceeded ({url}, HTTP {status}){reset}\nhint: set GITHUB_TOKEN (or GH_TOKEN) for a higher limit, or pin OPENCODE_VERSION")]
     RateLimited {
         url: String,
@@ -178,6 +180,7 @@ impl GithubError {
     pub fn exit_code(&self) -> i32 {
         match self {
             GithubError::Unreachable { .. }
+            | GithubError::Certificate { .. }
             | GithubError::RateLimited { .. }
             | GithubError::Status { .. }
             | GithubError::BadResponse { .. } => 4,
@@ -382,9 +385,19 @@ impl GitHub {
         path: &str,
     ) -> Result<Option<T>, GithubError> {
         let url = format!("{}{path}", self.api_url);
-        let unreachable = |e: &dyn std::error::Error| GithubError::Unreachable {
-            url: url.clone(),
-            cause: error_chain(e),
+        let unreachable = |e: &dyn std::error::Error| {
+            let cause = error_chain(e);
+            if crate::supply::download::is_certificate_problem(&cause) {
+                GithubError::Certificate {
+                    url: url.clone(),
+                    cause,
+                }
+            } else {
+                GithubError::Unreachable {
+                    url: url.clone(),
+                    cause,
+                }
+            }
         };
         let response = self
             .client

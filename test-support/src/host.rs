@@ -100,6 +100,8 @@ struct Shared {
 pub struct ReleaseHost {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    /// In HTTPS mode: the CA its certificate chains to.
+    ca: Option<crate::tls::TestCa>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -107,20 +109,52 @@ pub struct ReleaseHost {
 impl ReleaseHost {
     /// A release host with no repositories yet (add them with [`ReleaseHost::add_release`]).
     pub fn start() -> ReleaseHost {
-        Self::spawn(None)
+        Self::spawn(None, None)
     }
 
     /// A static mirror: every file in `dir` at `/<name>`.
     pub fn mirror(dir: &Path) -> ReleaseHost {
-        Self::spawn(Some(dir.to_path_buf()))
+        Self::spawn(Some(dir.to_path_buf()), None)
     }
 
-    fn spawn(mirror_dir: Option<PathBuf>) -> ReleaseHost {
+    /// [`ReleaseHost::start`] over HTTPS, with a certificate from a CA made for it.
+    pub fn start_tls() -> ReleaseHost {
+        Self::spawn(None, Some("127.0.0.1"))
+    }
+
+    /// [`ReleaseHost::mirror`] over HTTPS, with a certificate from a CA made for it.
+    pub fn mirror_tls(dir: &Path) -> ReleaseHost {
+        Self::spawn(Some(dir.to_path_buf()), Some("127.0.0.1"))
+    }
+
+    /// Like [`ReleaseHost::start_tls`], its URLs naming [`crate::tls::PROXIED_HOST`]:
+    /// only a client going through [`crate::proxy::ForwardProxy`] reaches it.
+    pub fn start_tls_proxied() -> ReleaseHost {
+        Self::spawn(None, Some(crate::tls::PROXIED_HOST))
+    }
+
+    /// [`ReleaseHost::mirror_tls`] reachable only through the test proxy.
+    pub fn mirror_tls_proxied(dir: &Path) -> ReleaseHost {
+        Self::spawn(Some(dir.to_path_buf()), Some(crate::tls::PROXIED_HOST))
+    }
+
+    /// In HTTPS mode, the PEM of the CA the host's certificate chains to.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca.as_ref().map(|ca| ca.ca_pem.as_str())
+    }
+
+    /// `tls_name`: serve HTTPS, naming the host so in URLs.
+    fn spawn(mirror_dir: Option<PathBuf>, tls_name: Option<&str>) -> ReleaseHost {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
+        let ca = tls_name.map(|_| crate::tls::TestCa::generate());
+        let base = match tls_name {
+            Some(name) => format!("https://{name}:{}", addr.port()),
+            None => format!("http://{addr}"),
+        };
         let shared = Arc::new(Shared {
-            base: format!("http://{addr}"),
+            base,
             repos: Mutex::default(),
             mirror_dir,
             faults: Faults::default(),
@@ -148,6 +182,7 @@ impl ReleaseHost {
                 count_requests,
             ))
             .with_state(shared.clone());
+        let tls = ca.as_ref().map(|ca| ca.listener_factory());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -156,17 +191,28 @@ impl ReleaseHost {
                 .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
+                let stop = async {
+                    let _ = rx.await;
+                };
+                let _ = match tls {
+                    Some(tls) => {
+                        axum::serve(tls.listener(listener), app)
+                            .with_graceful_shutdown(stop)
+                            .await
+                    }
+                    None => {
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(stop)
+                            .await
+                    }
+                };
             });
             rt.shutdown_timeout(Duration::from_millis(100));
         });
         ReleaseHost {
             addr,
             shared,
+            ca,
             shutdown: Some(tx),
             thread: Some(thread),
         }
@@ -186,7 +232,7 @@ impl ReleaseHost {
             .push(Stored { release, digests });
     }
 
-    /// `http://127.0.0.1:<port>`: the download host (GitHub's `https://github.com`).
+    /// `http(s)://127.0.0.1:<port>`: the download host (GitHub's `https://github.com`).
     pub fn url(&self) -> String {
         self.shared.base.clone()
     }

@@ -5,6 +5,7 @@
 pub mod fixtures;
 pub mod host;
 pub mod proxy;
+pub mod tls;
 
 pub use host::{FakeAsset, FakeRelease, Faults, ReleaseHost};
 

@@ -25,10 +25,22 @@ impl Mirror {
     }
 
     pub fn with_pad(pad: u64) -> Mirror {
+        Self::serving(pad, ReleaseHost::mirror)
+    }
+
+    /// The dist served by `serve` (HTTPS, behind the test proxy, …).
+    pub fn serving(pad: u64, serve: impl FnOnce(&std::path::Path) -> ReleaseHost) -> Mirror {
         let tmp = tempfile::tempdir().unwrap();
         fixtures::host_dist(&tmp.path().join("dist"), "1.0.0", pad, 0).unwrap();
-        let host = ReleaseHost::mirror(&tmp.path().join("dist"));
+        let host = serve(&tmp.path().join("dist"));
         Mirror { tmp, host }
+    }
+
+    /// The CA of an HTTPS mirror, written to a file for `OPENWRK_CA_BUNDLE`.
+    pub fn ca_file(&self) -> PathBuf {
+        let path = self.tmp.path().join("ca.pem");
+        std::fs::write(&path, self.host.ca_pem().expect("an HTTPS mirror")).unwrap();
+        path
     }
 
     pub fn data(&self) -> PathBuf {
@@ -46,7 +58,14 @@ impl Mirror {
             .env_remove("OPENWRK_SIDECAR_MANIFEST_URL")
             .env_remove("OPENWRK_SIDECAR_SOURCE")
             .env_remove("OPENWRK_OPENCODE_SOURCE")
-            .env_remove("OPENWRK_ALLOW_EXTERNAL");
+            .env_remove("OPENWRK_ALLOW_EXTERNAL")
+            .env_remove("OPENWRK_CA_BUNDLE")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("ALL_PROXY")
+            .env_remove("all_proxy");
         cmd
     }
 

@@ -21,8 +21,12 @@ struct Fx {
 impl Fx {
     /// A host with stable releases for `tags` (oldest first) and prereleases for `pre`.
     fn new(tags: &[&str], pre: &[&str]) -> Fx {
+        Fx::on(ReleaseHost::start(), tags, pre)
+    }
+
+    /// The same on a given host (HTTPS, behind the test proxy).
+    fn on(host: ReleaseHost, tags: &[&str], pre: &[&str]) -> Fx {
         let tmp = tempfile::tempdir().unwrap();
-        let host = ReleaseHost::start();
         let rel_dir = tmp.path().join("releases");
         std::fs::create_dir_all(&rel_dir).unwrap();
         for tag in tags {
@@ -77,7 +81,14 @@ impl Fx {
             .env_remove("OPENWRK_OPENCODE_REPO")
             .env_remove("OPENWRK_JOBS")
             .env_remove("OPENWRK_SIGNING_KEY_FILE")
-            .env_remove("OPENWRK_SIGNING_KEY");
+            .env_remove("OPENWRK_SIGNING_KEY")
+            .env_remove("OPENWRK_CA_BUNDLE")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -315,6 +326,56 @@ fn api_rate_limits_that_reset_soon_are_waited_out() {
     assert_fails_with(&o, &["rate limit", "(in 10 minutes)"]);
     assert_eq!(o.status.code(), Some(4));
     assert_eq!(fx.host.requests(), 1, "{:?}", fx.host.request_log());
+}
+
+#[test]
+fn bundling_over_https_needs_the_ca_and_goes_through_the_proxy() {
+    // The host's URLs (API and downloads) name a host only the proxy resolves.
+    let fx = Fx::on(ReleaseHost::start_tls_proxied(), &["v1.0.0"], &[]);
+    let proxy = openwrk_test_support::proxy::ForwardProxy::start();
+    let ca = fx.tmp.path().join("ca.pem");
+    std::fs::write(&ca, fx.host.ca_pem().unwrap()).unwrap();
+    let args = ["--targets", "linux-x64,darwin-x64", "--mode", "download"];
+    let o = fx.bundle(&args, &[("HTTPS_PROXY", &proxy.url())]);
+    assert_fails_with(&o, &["TLS certificate", "OPENWRK_CA_BUNDLE"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    fx.assert_nothing_written();
+    let o = fx.bundle(
+        &args,
+        &[
+            ("HTTPS_PROXY", &proxy.url()),
+            ("OPENWRK_CA_BUNDLE", ca.to_str().unwrap()),
+        ],
+    );
+    assert_ok(&o);
+    let log = fx.host.request_log();
+    assert!(log.iter().any(|l| l.contains("/api/repos/")), "{log:?}");
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.contains("/releases/download/"))
+            .count(),
+        2,
+        "{log:?}"
+    );
+    assert!(proxy.requests() >= 1);
+}
+
+#[test]
+fn every_api_call_and_download_goes_through_an_http_proxy() {
+    let fx = Fx::new(&["v1.0.0"], &[]);
+    let proxy = openwrk_test_support::proxy::ForwardProxy::start();
+    let o = fx.bundle(
+        &["--targets", "linux-x64", "--mode", "download"],
+        &[("HTTP_PROXY", &proxy.url()), ("http_proxy", &proxy.url())],
+    );
+    assert_ok(&o);
+    assert!(fx.host.requests() >= 2, "{:?}", fx.host.request_log());
+    assert_eq!(
+        proxy.requests(),
+        fx.host.requests(),
+        "not every request went through the proxy: {:?}",
+        fx.host.request_log()
+    );
 }
 
 #[test]

@@ -241,7 +241,9 @@ impl Resolver {
                 origin: crate::sanitize::strip_userinfo(url),
                 limit,
             }),
-            Err(e @ DownloadError::Io { .. }) => Err(ResolveError::Download(e)),
+            Err(e @ (DownloadError::Io { .. } | DownloadError::Certificate { .. })) => {
+                Err(ResolveError::Download(e))
+            }
             Err(e) => Err(ResolveError::ManifestUnreachable {
                 url: crate::sanitize::strip_userinfo(url),
                 cause: e.to_string().lines().next().unwrap_or_default().to_string(),
