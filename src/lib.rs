@@ -12,11 +12,14 @@ pub mod digest;
 pub mod download;
 pub mod fsutil;
 pub mod github;
+#[cfg(unix)]
+pub mod guardian;
 pub mod health;
 pub mod log;
 pub mod manifest;
 pub mod opencode;
 pub mod platform;
+pub mod process;
 pub mod resolve;
 pub mod signature;
 pub mod supervise;

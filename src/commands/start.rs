@@ -10,8 +10,8 @@
 //!   output going to `<data dir>/runs/<run id>.log`. It writes the run record
 //!   once healthy; the launching process reads it, prints the summary (or
 //!   shows the dashboard) and can exit while the run goes on. This is what
-//!   lets the dashboard's `d` key detach: children carry a parent-death
-//!   signal, so they can only outlive the process that supervises them.
+//!   lets the dashboard's `d` key detach: children never outlive the process
+//!   that supervises them (their guardians, or the Windows job, see to it).
 
 pub(crate) mod background;
 pub mod pairing;
@@ -103,30 +103,49 @@ pub(crate) fn logger(global: &Global, run_id: &str) -> Logger {
     })
 }
 
-/// SIGINT and SIGTERM (Ctrl-C elsewhere).
+/// SIGINT and SIGTERM; on Windows Ctrl-C and Ctrl-Break (like SIGINT) and
+/// the console closing (like a hang-up).
 pub(crate) struct Signals {
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
+    #[cfg(windows)]
+    ctrl_c: tokio::signal::windows::CtrlC,
+    #[cfg(windows)]
+    ctrl_break: tokio::signal::windows::CtrlBreak,
+    #[cfg(windows)]
+    close: tokio::signal::windows::CtrlClose,
 }
 
 impl Signals {
     pub(crate) fn install() -> Result<Signals, Failure> {
+        let fail = |e: std::io::Error| Failure {
+            message: format!("cannot install signal handlers: {e}"),
+            code: 1,
+        };
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let fail = |e: std::io::Error| Failure {
-                message: format!("cannot install signal handlers: {e}"),
-                code: 1,
-            };
             Ok(Signals {
                 int: signal(SignalKind::interrupt()).map_err(fail)?,
                 term: signal(SignalKind::terminate()).map_err(fail)?,
             })
         }
-        #[cfg(not(unix))]
-        Ok(Signals {})
+        #[cfg(windows)]
+        {
+            use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close};
+            Ok(Signals {
+                ctrl_c: ctrl_c().map_err(fail)?,
+                ctrl_break: ctrl_break().map_err(fail)?,
+                close: ctrl_close().map_err(fail)?,
+            })
+        }
+        #[cfg(not(any(unix, windows)))]
+        {
+            let _ = fail;
+            Ok(Signals {})
+        }
     }
 
     /// Waits for a signal; returns its number (for the 128 + n exit code) and name.
@@ -136,11 +155,16 @@ impl Signals {
             _ = self.int.recv() => (2, "SIGINT"),
             _ = self.term.recv() => (15, "SIGTERM"),
         }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-            (2, "Ctrl-C")
+        // Windows gives a closing console about 5 s: stopping is quick there
+        // (children are terminated, not asked).
+        #[cfg(windows)]
+        tokio::select! {
+            _ = self.ctrl_c.recv() => (2, "Ctrl-C"),
+            _ = self.ctrl_break.recv() => (2, "Ctrl-Break"),
+            _ = self.close.recv() => (1, "console close"),
         }
+        #[cfg(not(any(unix, windows)))]
+        std::future::pending().await
     }
 }
 
@@ -149,8 +173,8 @@ impl Signals {
 struct Children(Arc<Mutex<Vec<Arc<Child>>>>);
 
 impl Children {
-    fn spawn(&self, spec: &supervise::Spec, logger: &Logger) -> Result<Arc<Child>, Failure> {
-        let child = Child::spawn(spec, logger).map_err(|e| Failure {
+    async fn spawn(&self, spec: &supervise::Spec, logger: &Logger) -> Result<Arc<Child>, Failure> {
+        let child = Child::spawn(spec, logger).await.map_err(|e| Failure {
             message: e.to_string(),
             code: 1,
         })?;
@@ -401,7 +425,7 @@ async fn startup(
     let timeout = Duration::from_secs(args.startup_timeout);
 
     plan.release_port(OPENCODE);
-    let opencode = children.spawn(&plan.opencode_spec(), logger)?;
+    let opencode = children.spawn(&plan.opencode_spec(), logger).await?;
     let endpoint = Endpoint::OpenCode {
         base: plan.opencode_local_url(),
         authorization: plan.authorization(),
@@ -417,10 +441,10 @@ async fn startup(
     ));
 
     plan.release_port(OPENWORK_SERVER);
-    let openwork = children.spawn(&plan.openwork_spec(), logger)?;
+    let openwork = children.spawn(&plan.openwork_spec(), logger).await?;
     plan.release_port(OWPENBOT);
     let owpenbot = match plan.owpenbot_spec() {
-        Some(spec) => Some(children.spawn(&spec, logger)?),
+        Some(spec) => Some(children.spawn(&spec, logger).await?),
         None => None,
     };
     let ow_endpoint = Endpoint::OpenWork {
@@ -567,6 +591,9 @@ fn record(ready: &Ready) -> RunRecord {
             version: version.clone(),
             binary: bin.path.clone(),
             started_unix_ms: unix_ms(child.started_at),
+            process_start: child.process_start,
+            guardian_pid: child.guardian.map(|g| g.0),
+            guardian_start: child.guardian.and_then(|g| g.1),
         })
     })
     .collect();
@@ -574,6 +601,7 @@ fn record(ready: &Ready) -> RunRecord {
     RunRecord {
         run_id: plan.run_id.clone(),
         supervisor_pid: std::process::id(),
+        supervisor_start: crate::process::start_time(std::process::id()),
         started_at: chrono::DateTime::<chrono::Utc>::from(now).to_rfc3339(),
         started_unix_ms: unix_ms(ready.opencode.started_at),
         workspace: plan.workspace.display().to_string(),
