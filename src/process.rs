@@ -98,6 +98,8 @@ fn started_unix(pid: u32) -> Option<i64> {
         .ok()?;
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    // c_long is 32 bits on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
     let ticks = i64::try_from(ticks).ok().filter(|t| *t > 0)?;
     Some(boot + i64::try_from(start_time(pid)?).ok()? / ticks)
 }
