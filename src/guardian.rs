@@ -268,18 +268,32 @@ impl Tree {
         }
     }
 
-    /// Reaps every exited child (orphans reparented here included).
-    fn reap(&mut self) {
+    /// Reaps every exited child (orphans reparented here included); returns
+    /// whether any child is left.
+    fn reap(&mut self) -> bool {
         loop {
             let mut status = 0;
             // SAFETY: waitpid with a valid out-parameter.
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if pid <= 0 {
-                return;
+            if pid == 0 {
+                return true;
+            }
+            if pid < 0 {
+                return std::io::Error::last_os_error().raw_os_error() != Some(libc::ECHILD);
             }
             if pid == self.sidecar {
                 self.status = Some(status);
             }
+        }
+    }
+
+    /// Reaps until no child is left (bounded): a child still dying when the
+    /// tree was found empty would otherwise become a zombie of init, which
+    /// in a container may never reap it.
+    fn reap_all(&mut self) {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while self.reap() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
@@ -357,9 +371,13 @@ impl Tree {
     /// SIGTERM to everything left, SIGKILL after [`SWEEP_GRACE`], repeated
     /// until nothing is left (or [`KILL_ROUNDS`] passed), everything reaped.
     fn stop_all(&mut self) {
+        self.sweep();
+        self.reap_all();
+    }
+
+    fn sweep(&mut self) {
         let deadline = Instant::now() + SWEEP_GRACE;
         if self.signal_all(libc::SIGTERM) == 0 {
-            self.reap();
             return;
         }
         while Instant::now() < deadline {
@@ -374,7 +392,6 @@ impl Tree {
             std::thread::sleep(Duration::from_millis(5));
             self.reap();
         }
-        self.reap();
     }
 }
 
