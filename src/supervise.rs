@@ -638,6 +638,20 @@ mod tests {
         assert_eq!(k.to_string(), "killed by signal 9 (SIGKILL)");
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn guardian_reports_are_a_pid_or_the_os_error() {
+        use guarded::{parse_report, Report};
+        assert_eq!(parse_report(&Ok("pid 42 7\n".into())).ok(), Some((42, 7)));
+        match parse_report(&Ok("error 2 No such file or directory (os error 2)\n".into())) {
+            Err(Report::SpawnFailed(e)) => assert_eq!(e.raw_os_error(), Some(2)),
+            _ => panic!("an exec error is the sidecar's"),
+        }
+        for bad in [Ok("pid x 1".to_string()), Ok("pid 0 1".into()), Err("gone".into())] {
+            assert!(matches!(parse_report(&bad), Err(Report::Bad(_))), "{bad:?}");
+        }
+    }
+
     #[test]
     fn scripts_need_their_runner() {
         let (p, a) = program_for("x", Path::new("/bin/true")).unwrap();

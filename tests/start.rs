@@ -328,6 +328,27 @@ fn opencode_exiting_at_startup_is_named_with_status_and_lines() {
 }
 
 #[test]
+fn a_sidecar_that_cannot_be_executed_is_named_with_the_os_error() {
+    let env = Env::new();
+    // The guardian starts the sidecar: its exec error still reaches the user.
+    let bin = env.path().join("not-executable");
+    std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+    let (status, _, stderr) = run_to_end(
+        env.openwrk_with("serve", &["--check"], [Some(bin.clone()), None, None]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot start opencode: {}: Permission denied",
+            bin.display()
+        )),
+        "{stderr}"
+    );
+    assert_nothing_left(&env);
+}
+
+#[test]
 fn never_healthy_opencode_times_out_and_everything_stops() {
     let env = Env::new();
     let mut cmd = env.openwrk("serve", &["--check", "--startup-timeout", "2"]);
