@@ -307,10 +307,12 @@ impl Tree {
     }
 
     /// Signals the sidecar's group and every live descendant; returns how
-    /// many descendants were alive.
+    /// many descendants were alive. The tree is read first: once the sidecar
+    /// is signalled its children may be orphaned, and without a subreaper an
+    /// orphan can no longer be found by its parent.
     fn signal_all(&mut self, sig: libc::c_int) -> usize {
-        self.signal_group(sig);
         let live = self.descendants();
+        self.signal_group(sig);
         for pid in &live {
             // SAFETY: kill has no memory-safety preconditions.
             unsafe {

@@ -643,11 +643,17 @@ mod tests {
     fn guardian_reports_are_a_pid_or_the_os_error() {
         use guarded::{parse_report, Report};
         assert_eq!(parse_report(&Ok("pid 42 7\n".into())).ok(), Some((42, 7)));
-        match parse_report(&Ok("error 2 No such file or directory (os error 2)\n".into())) {
+        match parse_report(&Ok(
+            "error 2 No such file or directory (os error 2)\n".into()
+        )) {
             Err(Report::SpawnFailed(e)) => assert_eq!(e.raw_os_error(), Some(2)),
             _ => panic!("an exec error is the sidecar's"),
         }
-        for bad in [Ok("pid x 1".to_string()), Ok("pid 0 1".into()), Err("gone".into())] {
+        for bad in [
+            Ok("pid x 1".to_string()),
+            Ok("pid 0 1".into()),
+            Err("gone".into()),
+        ] {
             assert!(matches!(parse_report(&bad), Err(Report::Bad(_))), "{bad:?}");
         }
     }
