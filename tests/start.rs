@@ -560,8 +560,22 @@ fn a_clean_stop_takes_every_grandchild_down_too() {
 }
 
 #[test]
-fn sigkill_of_a_detached_supervisor_takes_every_grandchild_down() {
+fn stop_and_sigkill_of_a_detached_supervisor_take_every_grandchild_down() {
     let env = Env::new();
+    // `openwrk stop` …
+    let (status, _, stderr) = run_to_end(
+        env.openwrk_grandchildren("serve", &["--detach", "--run-id", "gc-stop"]),
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{stderr}");
+    env.wait_grandchildren(3 * GRANDCHILDREN_PER_SIDECAR);
+    let (status, stdout, stderr) = run_to_end(env.stop(), Duration::from_secs(20));
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("stopped run gc-stop"), "{stdout}");
+    env.assert_grandchildren_gone(Instant::now() - Duration::from_secs(1));
+    assert_nothing_left(&env);
+
+    // … and SIGKILL of its supervisor.
     let (status, _, stderr) = run_to_end(
         env.openwrk_grandchildren("serve", &["--detach", "--run-id", "gc-bg"]),
         Duration::from_secs(30),
