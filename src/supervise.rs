@@ -160,6 +160,17 @@ pub struct Child {
 #[cfg(unix)]
 const GUARDIAN_REPORT: Duration = Duration::from_secs(10);
 
+/// A started child before its output is wired up.
+struct Spawned {
+    /// The process openwrk waits for: the guardian on Unix, the child on Windows.
+    process: tokio::process::Child,
+    pid: u32,
+    process_start: Option<u64>,
+    guardian: Option<(u32, Option<u64>)>,
+    #[cfg(unix)]
+    lifeline: tokio::net::UnixStream,
+}
+
 impl Child {
     /// Starts `spec` in its own process group with stdin closed and its
     /// output going line by line into `logger`.
@@ -167,10 +178,10 @@ impl Child {
         let (program, mut args) = program_for(spec.name, &spec.binary)?;
         args.extend(spec.args.iter().cloned());
         #[cfg(unix)]
-        let (mut child, pid, process_start, guardian, lifeline) =
-            guarded::spawn(spec, &program, &args).await?;
+        let spawned = guarded::spawn(spec, &program, &args).await?;
         #[cfg(not(unix))]
-        let (mut child, pid, process_start, guardian) = direct_spawn(spec, &program, &args)?;
+        let spawned = direct_spawn(spec, &program, &args)?;
+        let (mut child, pid) = (spawned.process, spawned.pid);
         let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
             readers.push(tokio::spawn(forward(
@@ -198,15 +209,15 @@ impl Child {
         Ok(Arc::new(Child {
             name: spec.name,
             pid,
-            process_start,
-            guardian,
+            process_start: spawned.process_start,
+            guardian: spawned.guardian,
             binary: spec.binary.clone(),
             started: Instant::now(),
             started_at: SystemTime::now(),
             exit: rx,
             readers: Mutex::new(readers),
             #[cfg(unix)]
-            _lifeline: lifeline,
+            _lifeline: spawned.lifeline,
         }))
     }
 
@@ -258,20 +269,7 @@ fn command(spec: &Spec, program: &Path, args: &[OsString]) -> tokio::process::Co
 /// process group without a console (a Ctrl-C meant for openwrk does not reach
 /// it first; its output is piped anyway).
 #[cfg(not(unix))]
-#[allow(clippy::type_complexity)]
-fn direct_spawn(
-    spec: &Spec,
-    program: &Path,
-    args: &[OsString],
-) -> Result<
-    (
-        tokio::process::Child,
-        u32,
-        Option<u64>,
-        Option<(u32, Option<u64>)>,
-    ),
-    SpawnError,
-> {
+fn direct_spawn(spec: &Spec, program: &Path, args: &[OsString]) -> Result<Spawned, SpawnError> {
     #[cfg(windows)]
     crate::process::win::ensure_kill_on_close_job().map_err(|detail| SpawnError::Job {
         name: spec.name.into(),
@@ -290,21 +288,18 @@ fn direct_spawn(
         source,
     })?;
     let pid = child.id().unwrap_or_default();
-    Ok((child, pid, crate::process::start_time(pid), None))
+    Ok(Spawned {
+        process: child,
+        pid,
+        process_start: crate::process::start_time(pid),
+        guardian: None,
+    })
 }
 
 /// Unix: the sidecar under its guardian (`crate::guardian`).
 #[cfg(unix)]
 mod guarded {
     use super::*;
-
-    pub(super) type Spawned = (
-        tokio::process::Child,
-        u32,
-        Option<u64>,
-        Option<(u32, Option<u64>)>,
-        tokio::net::UnixStream,
-    );
 
     /// Starts `openwrk __guardian -- program args…` in its own process
     /// group with a socket-pair lifeline as stdin, and reads the sidecar's
@@ -336,35 +331,31 @@ mod guarded {
         // The command holds the guardian's end until dropped; the guardian
         // must be its only holder or it never sees end of file.
         drop(cmd);
-        let mut child = spawned.map_err(|e| fail(e.to_string()))?;
-        let guardian_pid = child.id().unwrap_or_default();
+        let process = spawned.map_err(|e| fail(e.to_string()))?;
+        let guardian_pid = process.id().unwrap_or_default();
         let guardian_start = crate::process::start_time(guardian_pid);
         ours.set_nonblocking(true)
             .map_err(|e| fail(e.to_string()))?;
         let mut lifeline =
             tokio::net::UnixStream::from_std(ours).map_err(|e| fail(e.to_string()))?;
         let report = read_report(&mut lifeline).await;
-        let (pid, start) = match parse_report(&report) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = child.start_kill();
-                return Err(match e {
-                    Report::SpawnFailed(source) => SpawnError::Spawn {
-                        name: spec.name.into(),
-                        program: program.to_path_buf(),
-                        source,
-                    },
-                    Report::Bad(detail) => fail(detail),
-                });
-            }
-        };
-        Ok((
-            child,
+        // On failure the lifeline is dropped here: a guardian that got as far
+        // as starting something stops it and exits.
+        let (pid, start) = parse_report(&report).map_err(|e| match e {
+            Report::SpawnFailed(source) => SpawnError::Spawn {
+                name: spec.name.into(),
+                program: program.to_path_buf(),
+                source,
+            },
+            Report::Bad(detail) => fail(detail),
+        })?;
+        Ok(Spawned {
+            process,
             pid,
-            Some(start).filter(|s| *s != 0),
-            Some((guardian_pid, guardian_start)),
+            process_start: Some(start).filter(|s| *s != 0),
+            guardian: Some((guardian_pid, guardian_start)),
             lifeline,
-        ))
+        })
     }
 
     async fn read_report(lifeline: &mut tokio::net::UnixStream) -> Result<String, String> {

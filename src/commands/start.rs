@@ -110,23 +110,25 @@ pub(crate) struct Signals {
     int: tokio::signal::unix::Signal,
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
+    // Optional: a background openwrk has no console, and a handler that
+    // cannot be installed there must not stop the run from starting.
     #[cfg(windows)]
-    ctrl_c: tokio::signal::windows::CtrlC,
+    ctrl_c: Option<tokio::signal::windows::CtrlC>,
     #[cfg(windows)]
-    ctrl_break: tokio::signal::windows::CtrlBreak,
+    ctrl_break: Option<tokio::signal::windows::CtrlBreak>,
     #[cfg(windows)]
-    close: tokio::signal::windows::CtrlClose,
+    close: Option<tokio::signal::windows::CtrlClose>,
 }
 
 impl Signals {
     pub(crate) fn install() -> Result<Signals, Failure> {
-        let fail = |e: std::io::Error| Failure {
-            message: format!("cannot install signal handlers: {e}"),
-            code: 1,
-        };
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
+            let fail = |e: std::io::Error| Failure {
+                message: format!("cannot install signal handlers: {e}"),
+                code: 1,
+            };
             Ok(Signals {
                 int: signal(SignalKind::interrupt()).map_err(fail)?,
                 term: signal(SignalKind::terminate()).map_err(fail)?,
@@ -136,16 +138,13 @@ impl Signals {
         {
             use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close};
             Ok(Signals {
-                ctrl_c: ctrl_c().map_err(fail)?,
-                ctrl_break: ctrl_break().map_err(fail)?,
-                close: ctrl_close().map_err(fail)?,
+                ctrl_c: ctrl_c().ok(),
+                ctrl_break: ctrl_break().ok(),
+                close: ctrl_close().ok(),
             })
         }
         #[cfg(not(any(unix, windows)))]
-        {
-            let _ = fail;
-            Ok(Signals {})
-        }
+        Ok(Signals {})
     }
 
     /// Waits for a signal; returns its number (for the 128 + n exit code) and name.
@@ -158,10 +157,23 @@ impl Signals {
         // Windows gives a closing console about 5 s: stopping is quick there
         // (children are terminated, not asked).
         #[cfg(windows)]
-        tokio::select! {
-            _ = self.ctrl_c.recv() => (2, "Ctrl-C"),
-            _ = self.ctrl_break.recv() => (2, "Ctrl-Break"),
-            _ = self.close.recv() => (1, "console close"),
+        {
+            // A listener that is missing never fires.
+            macro_rules! next {
+                ($l:expr) => {
+                    async {
+                        match $l.as_mut() {
+                            Some(l) => l.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    }
+                };
+            }
+            tokio::select! {
+                _ = next!(self.ctrl_c) => (2, "Ctrl-C"),
+                _ = next!(self.ctrl_break) => (2, "Ctrl-Break"),
+                _ = next!(self.close) => (1, "console close"),
+            }
         }
         #[cfg(not(any(unix, windows)))]
         std::future::pending().await
