@@ -378,6 +378,11 @@ impl Tree {
     }
 
     fn sweep(&mut self) {
+        // With a subreaper every descendant is a child or below one: no
+        // child left means nothing to look for in the process table.
+        if cfg!(target_os = "linux") && !self.reap() {
+            return;
+        }
         let deadline = Instant::now() + SWEEP_GRACE;
         if self.signal_all(libc::SIGTERM) == 0 {
             return;

@@ -452,7 +452,8 @@ pub fn signal_pid(pid: u32, sig: i32) {
     let _ = (pid, sig);
 }
 
-/// Whether a process exists and is not a zombie waiting to be reaped.
+/// Whether a process exists (whoever owns it) and is not a zombie waiting
+/// to be reaped.
 pub fn is_alive(pid: u32) -> bool {
     #[cfg(unix)]
     {
@@ -460,7 +461,11 @@ pub fn is_alive(pid: u32) -> bool {
             return false;
         };
         // SAFETY: signal 0 only checks for existence.
-        if p <= 0 || unsafe { libc::kill(p, 0) } != 0 {
+        let exists = p > 0
+            && (unsafe { libc::kill(p, 0) } == 0
+                // Another user's process exists too (a reused pid, say).
+                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
+        if !exists {
             return false;
         }
         #[cfg(target_os = "linux")]
