@@ -276,7 +276,7 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// 1 s, 2 s, 4 s … capped at 30 s.
+/// 1 s, 2 s, 4 s … capped at 30 s (scaled down by [`RESTART_DELAY_ENV`] in tests).
 fn restart_delay(failures: u32) -> Duration {
     backoff(first_restart_delay(), failures)
 }
