@@ -61,6 +61,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
 #[serde(rename_all = "camelCase")]
 pub struct DaemonRecord {
     pub pid: u32,
+    /// The daemon's start time (`crate::process`): `daemon stop` signals the
+    /// pid only while it still has this one. Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_start: Option<u64>,
     pub url: String,
     pub host: String,
     pub port: u16,
@@ -77,6 +81,13 @@ pub struct DaemonRecord {
 #[serde(rename_all = "camelCase")]
 pub struct OpenCodeRecord {
     pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_start: Option<u64>,
+    /// The guardian watching it (Unix) and its start time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardian_pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardian_start: Option<u64>,
     pub port: Option<u16>,
     pub url: Option<String>,
     pub version: Option<String>,
@@ -204,6 +215,9 @@ pub fn is_running(data_dir: &Path) -> Result<bool, DaemonError> {
 #[derive(Debug, Clone, Default)]
 pub struct OpenCodeState {
     pub pid: Option<u32>,
+    /// Start times of OpenCode and its guardian (`crate::process`).
+    pub process_start: Option<u64>,
+    pub guardian: Option<(u32, Option<u64>)>,
     pub port: Option<u16>,
     pub url: Option<String>,
     pub version: Option<String>,

@@ -7,8 +7,11 @@ pub mod credentials;
 pub mod daemon;
 pub mod dashboard;
 pub mod fsutil;
+#[cfg(unix)]
+pub mod guardian;
 pub mod health;
 pub mod log;
+pub mod process;
 pub mod sanitize;
 pub mod supervise;
 pub mod supply;

@@ -1,6 +1,12 @@
 //! Child processes (SPEC §5.1, §5.7): each sidecar in its own process group,
-//! stdin closed, output piped into the unified log, tied to openwrk's life by a
-//! parent-death signal, and stopped SIGTERM → grace → SIGKILL per group.
+//! stdin closed, output piped into the unified log, and stopped SIGTERM →
+//! grace → SIGKILL per group.
+//!
+//! Nothing a sidecar starts outlives openwrk, however openwrk ends: on Unix
+//! each sidecar runs under a guardian (`crate::guardian`: openwrk re-executed,
+//! a child subreaper on Linux) that stops the whole tree when its lifeline
+//! from openwrk closes; on Windows openwrk puts itself into a job object that
+//! kills every process in it when openwrk's handle closes.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -38,6 +44,14 @@ pub enum SpawnError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start {name}: its process guardian ({program}) failed: {detail}\nhint: openwrk re-executes itself to watch each sidecar; check that its own binary is still in place")]
+    Guardian {
+        name: String,
+        program: PathBuf,
+        detail: String,
+    },
+    #[error("cannot start {name}: the process job failed: {detail}\nhint: openwrk could not make sure its children stop with it; run it outside the job that forbids this")]
+    Job { name: String, detail: String },
     #[error("{name} is a {ext} file ({path}) but `{runner}` is not on PATH\nhint: install {runner}, or pass a compiled binary")]
     NoRunner {
         name: String,
@@ -135,46 +149,49 @@ fn signal_name(s: i32) -> &'static str {
 /// A running (or finished) child.
 pub struct Child {
     pub name: &'static str,
+    /// The sidecar's pid (it leads its process group).
     pub pid: u32,
+    /// Its start time (`crate::process`), for records that outlive this process.
+    pub process_start: Option<u64>,
+    /// The guardian watching it (Unix), with its start time.
+    pub guardian: Option<(u32, Option<u64>)>,
     pub binary: PathBuf,
     pub started: Instant,
     pub started_at: SystemTime,
     exit: watch::Receiver<Option<Exit>>,
     readers: Mutex<Vec<JoinHandle<()>>>,
+    /// openwrk's end of the guardian's lifeline: it closes when openwrk ends,
+    /// and the guardian then stops the whole tree.
+    #[cfg(unix)]
+    _lifeline: tokio::net::UnixStream,
+}
+
+/// How long a guardian may take to report the sidecar's pid.
+#[cfg(unix)]
+const GUARDIAN_REPORT: Duration = Duration::from_secs(10);
+
+/// A started child before its output is wired up.
+struct Spawned {
+    /// The process openwrk waits for: the guardian on Unix, the child on Windows.
+    process: tokio::process::Child,
+    pid: u32,
+    process_start: Option<u64>,
+    guardian: Option<(u32, Option<u64>)>,
+    #[cfg(unix)]
+    lifeline: tokio::net::UnixStream,
 }
 
 impl Child {
     /// Starts `spec` in its own process group with stdin closed and its
     /// output going line by line into `logger`.
-    ///
-    /// Call this from a long-lived thread (the runtime's, not a blocking-pool
-    /// thread): Linux delivers the parent-death signal when the *thread* that
-    /// spawned the child exits.
-    pub fn spawn(spec: &Spec, logger: &Logger) -> Result<Arc<Child>, SpawnError> {
+    pub async fn spawn(spec: &Spec, logger: &Logger) -> Result<Arc<Child>, SpawnError> {
         let (program, mut args) = program_for(spec.name, &spec.binary)?;
         args.extend(spec.args.iter().cloned());
-        let mut cmd = tokio::process::Command::new(&program);
-        cmd.args(&args)
-            .current_dir(&spec.cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(false);
-        for k in &spec.env_remove {
-            cmd.env_remove(k);
-        }
-        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
         #[cfg(unix)]
-        {
-            cmd.process_group(0);
-            die_with_parent(&mut cmd);
-        }
-        let mut child = cmd.spawn().map_err(|source| SpawnError::Spawn {
-            name: spec.name.into(),
-            program: program.clone(),
-            source,
-        })?;
-        let pid = child.id().unwrap_or_default();
+        let spawned = guarded::spawn(spec, &program, &args).await?;
+        #[cfg(not(unix))]
+        let spawned = direct_spawn(spec, &program, &args)?;
+        let (mut child, pid) = (spawned.process, spawned.pid);
         let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
             readers.push(tokio::spawn(forward(
@@ -202,11 +219,15 @@ impl Child {
         Ok(Arc::new(Child {
             name: spec.name,
             pid,
+            process_start: spawned.process_start,
+            guardian: spawned.guardian,
             binary: spec.binary.clone(),
             started: Instant::now(),
             started_at: SystemTime::now(),
             exit: rx,
             readers: Mutex::new(readers),
+            #[cfg(unix)]
+            _lifeline: spawned.lifeline,
         }))
     }
 
@@ -238,28 +259,166 @@ impl Child {
     }
 }
 
-/// Sets the parent-death signal (Linux) and checks that the parent did not
-/// die before it was armed.
-#[cfg(unix)]
-fn die_with_parent(cmd: &mut tokio::process::Command) {
-    #[cfg(target_os = "linux")]
+/// The command for `program args` with the spec's directory, environment
+/// and piped output.
+fn command(spec: &Spec, program: &Path, args: &[OsString]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .current_dir(&spec.cwd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+    for k in &spec.env_remove {
+        cmd.env_remove(k);
+    }
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    cmd
+}
+
+/// Windows: the child directly, inside openwrk's kill-on-close job, in a new
+/// process group without a console (a Ctrl-C meant for openwrk does not reach
+/// it first; its output is piped anyway).
+#[cfg(not(unix))]
+fn direct_spawn(spec: &Spec, program: &Path, args: &[OsString]) -> Result<Spawned, SpawnError> {
+    #[cfg(windows)]
+    crate::process::win::ensure_kill_on_close_job().map_err(|detail| SpawnError::Job {
+        name: spec.name.into(),
+        detail,
+    })?;
+    let mut cmd = command(spec, program, args);
+    cmd.stdin(Stdio::null());
+    #[cfg(windows)]
     {
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe calls (prctl, getppid) run between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    return Err(std::io::Error::other("openwrk exited while starting"));
-                }
-                Ok(())
-            });
+        use windows_sys::Win32::System::Threading::{CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW};
+        cmd.creation_flags(CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
+    }
+    let child = cmd.spawn().map_err(|source| SpawnError::Spawn {
+        name: spec.name.into(),
+        program: program.to_path_buf(),
+        source,
+    })?;
+    let pid = child.id().unwrap_or_default();
+    Ok(Spawned {
+        process: child,
+        pid,
+        process_start: crate::process::start_time(pid),
+        guardian: None,
+    })
+}
+
+/// Unix: the sidecar under its guardian (`crate::guardian`).
+#[cfg(unix)]
+mod guarded {
+    use super::*;
+
+    /// Starts `openwrk __guardian -- program args…` in its own process
+    /// group with a socket-pair lifeline as stdin, and reads the sidecar's
+    /// pid and start time from it.
+    pub(super) async fn spawn(
+        spec: &Spec,
+        program: &Path,
+        args: &[OsString],
+    ) -> Result<Spawned, SpawnError> {
+        let fail = |detail: String| SpawnError::Guardian {
+            name: spec.name.into(),
+            program: exe(),
+            detail,
+        };
+        // Both ends are close-on-exec: only the guardian gets its end (as fd 0).
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| fail(e.to_string()))?;
+        let mut guardian_args = vec![
+            OsString::from(crate::guardian::ARG),
+            OsString::from("--"),
+            program.as_os_str().to_owned(),
+        ];
+        guardian_args.extend(args.iter().cloned());
+        let mut cmd = command(spec, &exe_to_run(), &guardian_args);
+        cmd.arg0(exe())
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+            .process_group(0);
+        let spawned = cmd.spawn();
+        // The command holds the guardian's end until dropped; the guardian
+        // must be its only holder or it never sees end of file.
+        drop(cmd);
+        let process = spawned.map_err(|e| fail(e.to_string()))?;
+        let guardian_pid = process.id().unwrap_or_default();
+        let guardian_start = crate::process::start_time(guardian_pid);
+        ours.set_nonblocking(true)
+            .map_err(|e| fail(e.to_string()))?;
+        let mut lifeline =
+            tokio::net::UnixStream::from_std(ours).map_err(|e| fail(e.to_string()))?;
+        let report = read_report(&mut lifeline).await;
+        // On failure the lifeline is dropped here: a guardian that got as far
+        // as starting something stops it and exits.
+        let (pid, start) = parse_report(&report).map_err(|e| match e {
+            Report::SpawnFailed(source) => SpawnError::Spawn {
+                name: spec.name.into(),
+                program: program.to_path_buf(),
+                source,
+            },
+            Report::Bad(detail) => fail(detail),
+        })?;
+        Ok(Spawned {
+            process,
+            pid,
+            process_start: Some(start).filter(|s| *s != 0),
+            guardian: Some((guardian_pid, guardian_start)),
+            lifeline,
+        })
+    }
+
+    async fn read_report(lifeline: &mut tokio::net::UnixStream) -> Result<String, String> {
+        let mut line = String::new();
+        let mut reader = tokio::io::BufReader::new(lifeline);
+        match tokio::time::timeout(GUARDIAN_REPORT, reader.read_line(&mut line)).await {
+            Err(_) => Err(format!("no report within {} s", GUARDIAN_REPORT.as_secs())),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(0)) => Err("it exited without starting the sidecar".into()),
+            Ok(Ok(_)) => Ok(line),
         }
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = cmd;
+
+    pub(super) enum Report {
+        SpawnFailed(std::io::Error),
+        Bad(String),
+    }
+
+    /// `pid <pid> <start>` or `error <errno> <message>`.
+    pub(super) fn parse_report(report: &Result<String, String>) -> Result<(u32, u64), Report> {
+        let line = report.as_deref().map_err(|e| Report::Bad(e.clone()))?;
+        let mut words = line.trim_end().splitn(3, ' ');
+        match (words.next(), words.next(), words.next()) {
+            (Some("pid"), Some(pid), Some(start)) => match (pid.parse(), start.parse()) {
+                (Ok(pid), Ok(start)) if pid > 0 => Ok((pid, start)),
+                _ => Err(Report::Bad(format!("unreadable report {line:?}"))),
+            },
+            (Some("error"), Some(code), message) => {
+                let code: i32 = code.parse().unwrap_or(0);
+                Err(Report::SpawnFailed(if code > 0 {
+                    std::io::Error::from_raw_os_error(code)
+                } else {
+                    std::io::Error::other(message.unwrap_or("unknown error").to_string())
+                }))
+            }
+            _ => Err(Report::Bad(format!("unreadable report {line:?}"))),
+        }
+    }
+
+    /// openwrk's own path, as shown in the guardian's argv.
+    fn exe() -> PathBuf {
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("openwrk"))
+    }
+
+    /// What to execute: on Linux `/proc/self/exe`, which still works after
+    /// the binary was replaced on disk (an upgrade under a long-lived daemon).
+    fn exe_to_run() -> PathBuf {
+        if cfg!(target_os = "linux") {
+            PathBuf::from("/proc/self/exe")
+        } else {
+            exe()
+        }
+    }
 }
 
 /// Sends `sig` to process group `pgid`; a group that is gone is not an error.
@@ -273,7 +432,13 @@ pub fn signal_group(pgid: u32, sig: i32) {
             }
         }
     }
-    #[cfg(not(unix))]
+    // Windows: no groups and no SIGTERM; the job object takes the rest.
+    #[cfg(windows)]
+    {
+        let _ = sig;
+        crate::process::win::terminate(pgid);
+    }
+    #[cfg(not(any(unix, windows)))]
     let _ = (pgid, sig);
 }
 
@@ -288,11 +453,17 @@ pub fn signal_pid(pid: u32, sig: i32) {
             }
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        let _ = sig;
+        crate::process::win::terminate(pid);
+    }
+    #[cfg(not(any(unix, windows)))]
     let _ = (pid, sig);
 }
 
-/// Whether a process exists and is not a zombie waiting to be reaped.
+/// Whether a process exists (whoever owns it) and is not a zombie waiting
+/// to be reaped.
 pub fn is_alive(pid: u32) -> bool {
     #[cfg(unix)]
     {
@@ -300,7 +471,11 @@ pub fn is_alive(pid: u32) -> bool {
             return false;
         };
         // SAFETY: signal 0 only checks for existence.
-        if p <= 0 || unsafe { libc::kill(p, 0) } != 0 {
+        let exists = p > 0
+            && (unsafe { libc::kill(p, 0) } == 0
+                // Another user's process exists too (a reused pid, say).
+                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
+        if !exists {
             return false;
         }
         #[cfg(target_os = "linux")]
@@ -312,7 +487,9 @@ pub fn is_alive(pid: u32) -> bool {
         }
         true
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    return crate::process::win::is_alive(pid);
+    #[cfg(not(any(unix, windows)))]
     {
         let _ = pid;
         false
@@ -347,7 +524,9 @@ pub fn group_alive(pgid: u32) -> bool {
         // SAFETY: signal 0 only checks for existence.
         p > 0 && unsafe { libc::kill(-p, 0) } == 0
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    return crate::process::win::is_alive(pgid);
+    #[cfg(not(any(unix, windows)))]
     {
         let _ = pgid;
         false
@@ -423,7 +602,8 @@ pub async fn stop_all(children: &[Arc<Child>], grace: Duration, logger: &Logger)
 }
 
 /// Starts `cmd` in a new session: a background openwrk (detached run, daemon)
-/// stays out of the terminal's job control (Ctrl-C, hang-up).
+/// stays out of the terminal's job control (Ctrl-C, hang-up). On Windows it
+/// gets no console, so closing the launching console does not stop it.
 pub fn new_session(cmd: &mut std::process::Command) {
     #[cfg(unix)]
     {
@@ -436,7 +616,13 @@ pub fn new_session(cmd: &mut std::process::Command) {
             });
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        use windows_sys::Win32::System::Threading::{CREATE_NEW_PROCESS_GROUP, DETACHED_PROCESS};
+        cmd.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP);
+    }
+    #[cfg(not(any(unix, windows)))]
     let _ = cmd;
 }
 
@@ -456,6 +642,26 @@ mod tests {
             signal: Some(9),
         };
         assert_eq!(k.to_string(), "killed by signal 9 (SIGKILL)");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn guardian_reports_are_a_pid_or_the_os_error() {
+        use guarded::{parse_report, Report};
+        assert_eq!(parse_report(&Ok("pid 42 7\n".into())).ok(), Some((42, 7)));
+        match parse_report(&Ok(
+            "error 2 No such file or directory (os error 2)\n".into()
+        )) {
+            Err(Report::SpawnFailed(e)) => assert_eq!(e.raw_os_error(), Some(2)),
+            _ => panic!("an exec error is the sidecar's"),
+        }
+        for bad in [
+            Ok("pid x 1".to_string()),
+            Ok("pid 0 1".into()),
+            Err("gone".into()),
+        ] {
+            assert!(matches!(parse_report(&bad), Err(Report::Bad(_))), "{bad:?}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use openwrk_test_support::{processes_under, standin};
+use openwrk_test_support::{processes_matching, processes_under, standin};
 use serde_json::Value;
 
 struct Env {
@@ -389,6 +389,97 @@ fn the_daemon_restarts_a_crashed_opencode_with_backoff() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("last exit: killed by signal 9"), "{text}");
     env.stop_daemon();
+}
+
+#[test]
+fn sigkill_of_a_foreground_daemon_takes_every_grandchild_down() {
+    let env = Env::new();
+    let marker = format!("gc-{}", env.path().file_name().unwrap().to_string_lossy());
+    let log = std::fs::File::create(env.path().join("daemon.err")).unwrap();
+    let mut cmd = env.openwrk(&[
+        "daemon",
+        "start",
+        "--foreground",
+        "--opencode-bin",
+        standin("standin-opencode").to_str().unwrap(),
+    ]);
+    cmd.env("STANDIN_MODE", "grandchildren")
+        .env("STANDIN_MARKER", &marker)
+        .stdout(Stdio::piped())
+        .stderr(log);
+    let mut daemon = cmd.spawn().unwrap();
+    // The URL on stdout means OpenCode is healthy (its grandchildren were started on listening).
+    let mut url = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(daemon.stdout.take().unwrap()),
+        &mut url,
+    )
+    .unwrap();
+    let err = || std::fs::read_to_string(env.path().join("daemon.err")).unwrap_or_default();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}\n{}", err());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_matching(&marker).len() < 3 {
+        assert!(Instant::now() < deadline, "no grandchildren: {}", err());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon.kill().unwrap();
+    let killed = Instant::now();
+    daemon.wait().unwrap();
+    loop {
+        let left = processes_matching(&marker);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(2),
+            "still alive 2 s later: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(env.wait_no_processes(Duration::from_secs(3)).is_empty());
+}
+
+#[test]
+fn daemon_stop_never_signals_a_pid_that_another_process_now_has() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    let mut bystander = Command::new("sleep")
+        .arg("1000")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = bystander.id();
+    std::fs::create_dir_all(env.data()).unwrap();
+    let record = serde_json::json!({
+        "pid": pid, "processStart": 1, "url": "http://127.0.0.1:1", "host": "127.0.0.1",
+        "port": 1, "startedAt": "2020-01-01T00:00:00Z", "version": "0.0.0", "runId": "r",
+        "dataDir": env.data(), "log": null,
+        "opencode": {"pid": pid, "processStart": 1, "port": 2, "url": null, "version": null,
+                     "binary": "/nonexistent", "restarts": 0, "lastExit": null}
+    });
+    let path = env.data().join("daemon.json");
+    std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let out = env.run(&["daemon", "stop"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("was no longer running; removed its record"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "pid {pid} (daemon) now belongs to another process (sleep"
+        )),
+        "{stdout}"
+    );
+    assert!(!path.exists());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "signalled a bystander"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
 }
 
 #[test]

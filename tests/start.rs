@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openwrk_test_support::{processes_under, standin};
+use openwrk_test_support::{processes_matching, processes_under, standin};
 use serde_json::Value;
 
 /// A test's private directory: workspace, data dir, wrapper scripts.
@@ -328,6 +328,27 @@ fn opencode_exiting_at_startup_is_named_with_status_and_lines() {
 }
 
 #[test]
+fn a_sidecar_that_cannot_be_executed_is_named_with_the_os_error() {
+    let env = Env::new();
+    // The guardian starts the sidecar: its exec error still reaches the user.
+    let bin = env.path().join("not-executable");
+    std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+    let (status, _, stderr) = run_to_end(
+        env.openwrk_with("serve", &["--check"], [Some(bin.clone()), None, None]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot start opencode: {}: Permission denied",
+            bin.display()
+        )),
+        "{stderr}"
+    );
+    assert_nothing_left(&env);
+}
+
+#[test]
 fn never_healthy_opencode_times_out_and_everything_stops() {
     let env = Env::new();
     let mut cmd = env.openwrk("serve", &["--check", "--startup-timeout", "2"]);
@@ -463,6 +484,211 @@ fn sigkill_of_openwrk_takes_the_children_down() {
     assert!(left.is_empty(), "orphans: {left:?}");
 }
 
+/// Every stand-in under `STANDIN_MODE=grandchildren` leaves three live
+/// grandchildren: an orphan, a `setsid` one and one ignoring SIGTERM.
+const GRANDCHILDREN_PER_SIDECAR: usize = 3;
+
+impl Env {
+    /// A marker unique to this test, for the stand-ins' grandchildren.
+    fn marker(&self) -> String {
+        format!("gc-{}", self.path().file_name().unwrap().to_string_lossy())
+    }
+
+    /// `openwrk <command>` whose stand-ins start grandchildren.
+    fn openwrk_grandchildren(&self, command: &str, args: &[&str]) -> Command {
+        let mut cmd = self.openwrk(command, args);
+        cmd.env("STANDIN_MODE", "grandchildren")
+            .env("STANDIN_MARKER", self.marker());
+        cmd
+    }
+
+    /// Waits until all `n` grandchildren are running.
+    fn wait_grandchildren(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = processes_matching(&self.marker());
+            if found.len() == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} grandchildren: {found:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asserts that no grandchild is alive 2 s after `since` (zombies aside).
+    fn assert_grandchildren_gone(&self, since: Instant) {
+        let deadline = since + Duration::from_secs(2);
+        loop {
+            let left = processes_matching(&self.marker());
+            if left.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "still alive 2 s later: {left:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn sigkill_of_serve_takes_every_grandchild_down() {
+    let env = Env::new();
+    let mut run = Run::start(env.openwrk_grandchildren("serve", &["--json"]));
+    run.wait_pairing();
+    env.wait_grandchildren(3 * GRANDCHILDREN_PER_SIDECAR);
+    run.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    run.wait(Duration::from_secs(5));
+    env.assert_grandchildren_gone(killed);
+    assert_nothing_left(&env);
+}
+
+#[test]
+fn a_clean_stop_takes_every_grandchild_down_too() {
+    let env = Env::new();
+    let mut run = Run::start(env.openwrk_grandchildren("serve", &["--json"]));
+    run.wait_pairing();
+    env.wait_grandchildren(3 * GRANDCHILDREN_PER_SIDECAR);
+    run.signal(libc::SIGTERM);
+    let status = run.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "{}", run.stderr());
+    // Everything is gone by the time openwrk has exited.
+    env.assert_grandchildren_gone(Instant::now() - Duration::from_secs(2));
+    assert_nothing_left(&env);
+}
+
+#[test]
+fn stop_and_sigkill_of_a_detached_supervisor_take_every_grandchild_down() {
+    let env = Env::new();
+    // `openwrk stop` …
+    let (status, _, stderr) = run_to_end(
+        env.openwrk_grandchildren("serve", &["--detach", "--run-id", "gc-stop"]),
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{stderr}");
+    env.wait_grandchildren(3 * GRANDCHILDREN_PER_SIDECAR);
+    let (status, stdout, stderr) = run_to_end(env.stop(), Duration::from_secs(20));
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("stopped run gc-stop"), "{stdout}");
+    env.assert_grandchildren_gone(Instant::now() - Duration::from_secs(1));
+    assert_nothing_left(&env);
+
+    // … and SIGKILL of its supervisor.
+    let (status, _, stderr) = run_to_end(
+        env.openwrk_grandchildren("serve", &["--detach", "--run-id", "gc-bg"]),
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{stderr}");
+    env.wait_grandchildren(3 * GRANDCHILDREN_PER_SIDECAR);
+    let record = env.data().join("runs/gc-bg.json");
+    let r: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    signal(r["supervisorPid"].as_u64().unwrap() as u32, libc::SIGKILL);
+    let killed = Instant::now();
+    env.assert_grandchildren_gone(killed);
+    assert_nothing_left(&env);
+}
+
+/// An unrelated process (a group leader, so a wrong group signal would
+/// reach it too) that the test owns and kills at the end.
+struct Bystander(Child);
+
+impl Bystander {
+    fn start() -> Bystander {
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("sleep")
+            .arg("1000")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Bystander(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn alive(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A run record for `run_id` whose every pid is `pid`, with `start` as
+/// every recorded start time (omitted: an older record without them).
+fn forged_record(env: &Env, run_id: &str, pid: u32, start: Option<u64>) -> PathBuf {
+    let mut child = serde_json::json!({
+        "name": "opencode", "pid": pid, "pgid": pid, "port": 1,
+        "localUrl": "http://127.0.0.1:1", "version": null,
+        "binary": "/nonexistent/opencode", "startedUnixMs": 0
+    });
+    let mut record = serde_json::json!({
+        "runId": run_id, "supervisorPid": pid, "startedAt": "2020-01-01T00:00:00Z",
+        "startedUnixMs": 1, "workspace": "/nonexistent", "log": "/nonexistent/x.log",
+        "remoteAccess": false, "children": [],
+        "pairing": {
+            "runId": run_id, "workspace": "/nonexistent",
+            "openwork": {"url": "http://127.0.0.1:1", "token": "t", "hostToken": "h"},
+            "opencode": {"url": "http://127.0.0.1:1", "username": "u", "password": "p", "version": null},
+            "owpenbot": {"enabled": false, "healthPort": null},
+            "attach": "opencode attach http://127.0.0.1:1"
+        }
+    });
+    if let Some(start) = start {
+        record["supervisorStart"] = start.into();
+        child["processStart"] = start.into();
+        child["guardianPid"] = pid.into();
+        child["guardianStart"] = start.into();
+    }
+    record["children"] = serde_json::json!([child]);
+    let path = env.data().join(format!("runs/{run_id}.json"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn stop_never_signals_a_pid_that_another_process_now_has() {
+    let env = Env::new();
+    let mut bystander = Bystander::start();
+    let pid = bystander.pid();
+    // A record whose start times do not match (the pid was reused) …
+    let forged = forged_record(&env, "forged-1", pid, Some(1));
+    let mut stop = env.stop();
+    stop.args(["--run-id", "forged-1"]);
+    let (status, stdout, stderr) = run_to_end(stop, Duration::from_secs(20));
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stdout.contains("run forged-1 was no longer running; removed its record"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "pid {pid} (supervisor) now belongs to another process (sleep, started "
+        )) && stdout.contains("); not signalled"),
+        "{stdout}"
+    );
+    assert!(!forged.exists());
+    // … and an older record without start times: never signalled either.
+    let forged = forged_record(&env, "forged-2", pid, None);
+    let (status, stdout, stderr) = run_to_end(env.stop(), Duration::from_secs(20));
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stdout.contains("no start time to prove it is ours") && stdout.contains("not signalled"),
+        "{stdout}"
+    );
+    assert!(!forged.exists());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(bystander.alive(), "stop signalled an unrelated process");
+}
+
 #[test]
 fn children_ignoring_sigterm_get_sigkill_after_the_grace_period() {
     let env = Env::new();
@@ -595,9 +821,14 @@ fn detach_then_stop() {
         !log.contains(p["openwork"]["token"].as_str().unwrap()),
         "{log}"
     );
-    // The supervisor and the three children keep running after openwrk exited.
+    // The supervisor, the three children and their guardians keep running after openwrk exited.
     assert_eq!(env.sidecars().len(), 3, "{:?}", env.processes());
-    assert_eq!(env.processes().len(), 4, "{:?}", env.processes());
+    assert_eq!(env.processes().len(), 7, "{:?}", env.processes());
+    for c in r["children"].as_array().unwrap() {
+        assert!(c["processStart"].as_u64().is_some(), "{c}");
+        assert!(c["guardianPid"].as_u64().is_some(), "{c}");
+    }
+    assert!(r["supervisorStart"].as_u64().is_some(), "{r}");
 
     let (status, stdout, stderr) = run_to_end(env.stop(), Duration::from_secs(20));
     assert!(status.success(), "{stderr}");

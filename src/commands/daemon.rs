@@ -4,7 +4,7 @@
 //! its output going to `<data dir>/daemon.log`, and waits for its record. The
 //! foreground daemon holds `daemon.lock`, serves the router (`crate::daemon`)
 //! and keeps one OpenCode alive: spawned like `start` spawns it (process
-//! group, parent-death signal, unified log), probed with the shared prober,
+//! group, under a guardian, unified log), probed with the shared prober,
 //! and restarted with exponential backoff (1 s … 30 s) whenever it exits.
 
 use std::path::{Path, PathBuf};
@@ -17,6 +17,7 @@ use crate::cli::{DaemonArgs, DaemonCommand, Global, LogFormat};
 use crate::daemon::{self, DaemonRecord, LastExit, OpenCodeRecord, Shared};
 use crate::health::{Endpoint, Prober};
 use crate::log::Logger;
+use crate::process;
 use crate::supervise::{self, Child, Spec, SIGKILL, SIGTERM, STOP_GRACE};
 use crate::supply::manifest::OPENCODE;
 use crate::supply::resolve::Resolved;
@@ -34,7 +35,11 @@ const HIDDEN_FROM_OPENCODE: [&str; 5] = [
 ];
 const OPENCODE_USERNAME: &str = "opencode";
 const FIRST_RESTART_DELAY: Duration = Duration::from_secs(1);
-const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+/// The cap, as a multiple of the first delay.
+const MAX_RESTART_FACTOR: u32 = 30;
+/// Test-only: the first restart delay in milliseconds instead of 1 s (the
+/// soak test restarts OpenCode a hundred times). Not a user setting.
+const RESTART_DELAY_ENV: &str = "OPENWRK_TEST_RESTART_DELAY_MS";
 /// Running this long counts as recovered: the next crash starts the backoff over.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// How often the daemon probes a running OpenCode (for `healthy` in /health).
@@ -230,13 +235,17 @@ impl Keeper {
         let binary = self.verified_binary().await?;
         let port = self.pick_port()?;
         let url = format!("http://127.0.0.1:{port}");
-        let child = Child::spawn(&self.spec(&binary, port), &self.logger).map_err(|e| Failure {
-            message: e.to_string(),
-            code: 1,
-        })?;
+        let child = Child::spawn(&self.spec(&binary, port), &self.logger)
+            .await
+            .map_err(|e| Failure {
+                message: e.to_string(),
+                code: 1,
+            })?;
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(child.clone());
         self.shared.update_opencode(|s| {
             s.pid = Some(child.pid);
+            s.process_start = child.process_start;
+            s.guardian = child.guardian;
             s.port = Some(port);
             s.url = Some(url.clone());
             s.healthy = false;
@@ -309,11 +318,22 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// 1 s, 2 s, 4 s … capped at 30 s.
+/// 1 s, 2 s, 4 s … capped at 30 s (scaled down by [`RESTART_DELAY_ENV`] in tests).
 fn restart_delay(failures: u32) -> Duration {
-    FIRST_RESTART_DELAY
+    backoff(first_restart_delay(), failures)
+}
+
+fn backoff(first: Duration, failures: u32) -> Duration {
+    first
         .saturating_mul(1u32 << failures.min(5))
-        .min(MAX_RESTART_DELAY)
+        .min(first.saturating_mul(MAX_RESTART_FACTOR))
+}
+
+fn first_restart_delay() -> Duration {
+    std::env::var(RESTART_DELAY_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map_or(FIRST_RESTART_DELAY, Duration::from_millis)
 }
 
 /// Takes `daemon.lock`, retrying briefly: `daemon status` takes it for an
@@ -430,8 +450,10 @@ async fn serve_daemon(
         current: Mutex::new(None),
     };
     let started_at = now();
+    let process_start = crate::process::start_time(std::process::id());
     let record = |shared: &Shared| DaemonRecord {
         pid: std::process::id(),
+        process_start,
         url: url.clone(),
         host: args.daemon_host.clone(),
         port,
@@ -444,6 +466,9 @@ async fn serve_daemon(
             let oc = shared.opencode();
             OpenCodeRecord {
                 pid: oc.pid,
+                process_start: oc.process_start.filter(|_| oc.pid.is_some()),
+                guardian_pid: oc.guardian.map(|g| g.0).filter(|_| oc.pid.is_some()),
+                guardian_start: oc.guardian.and_then(|g| g.1).filter(|_| oc.pid.is_some()),
                 port: oc.port,
                 url: oc.url,
                 version: oc.version,
@@ -525,8 +550,8 @@ async fn serve_daemon(
                     let delay = restart_delay(failures);
                     failures += 1;
                     logger.warn(&format!(
-                        "opencode (pid {old}) exited ({exit}); restarting it in {} s",
-                        delay.as_secs()
+                        "opencode (pid {old}) exited ({exit}); restarting it in {:.1} s",
+                        delay.as_secs_f64()
                     ));
                     write(&shared);
                     tokio::select! {
@@ -745,34 +770,58 @@ fn running_record(data_dir: &Path) -> Result<DaemonRecord, Failure> {
     })
 }
 
+/// Notes naming the record's pids that now belong to other processes.
+fn stale_notes(r: &DaemonRecord) -> Vec<String> {
+    let oc = &r.opencode;
+    [
+        ("daemon", Some(r.pid), r.process_start),
+        ("OpenCode", oc.pid, oc.process_start),
+        ("OpenCode's guardian", oc.guardian_pid, oc.guardian_start),
+    ]
+    .into_iter()
+    .filter_map(|(role, pid, start)| {
+        let pid = pid?;
+        process::stale_note(role, pid, &process::check(pid, start))
+    })
+    .collect()
+}
+
 /// `daemon stop`: SIGTERM to the daemon (which stops OpenCode), SIGKILL to
-/// whatever is left after the grace period.
+/// whatever is left after the grace period; a pid is signalled only while it
+/// still has its recorded start time.
 async fn stop(global: &Global) -> Result<i32, Failure> {
     let data_dir = super::data_dir(global)?;
     if !daemon::is_running(&data_dir)? {
         return match daemon::read_record(&data_dir).ok().flatten() {
             Some(r) => {
                 let _ = std::fs::remove_file(daemon::record_path(&data_dir));
-                report_stop(
-                    global,
-                    &r,
-                    "gone",
-                    &format!(
-                        "note: the daemon (pid {}) was no longer running; removed its record",
-                        r.pid
-                    ),
+                let text = format!(
+                    "note: the daemon (pid {}) was no longer running; removed its record",
+                    r.pid
                 );
+                report_stop(global, &r, "gone", &text, &stale_notes(&r));
                 Ok(0)
             }
             None => Err(not_running(&data_dir)),
         };
     }
     let record = running_record(&data_dir)?;
-    let opencode = record.opencode.pid;
-    let alive = || {
-        daemon::is_running(&data_dir).unwrap_or(false)
-            || opencode.is_some_and(supervise::group_alive)
+    let found = process::check(record.pid, record.process_start);
+    if found != process::Found::Same {
+        let what = process::stale_note("daemon", record.pid, &found)
+            .unwrap_or_else(|| format!("pid {} (daemon) is gone", record.pid));
+        return Err(failure(1)(format!(
+            "not stopping the daemon: {what}\n  record: {}\nhint: a daemon holds {} but its record does not name it; `openwrk daemon status` shows what answers, or end that process by hand",
+            daemon::record_path(&data_dir).display(),
+            daemon::LOCK_FILE
+        )));
+    }
+    let oc = &record.opencode;
+    let oc_ours = || {
+        oc.pid
+            .is_some_and(|p| process::is_same(p, oc.process_start))
     };
+    let alive = || daemon::is_running(&data_dir).unwrap_or(false) || oc_ours();
     supervise::signal_pid(record.pid, SIGTERM);
     let deadline = Instant::now() + STOP_GRACE + Duration::from_secs(3);
     while alive() && Instant::now() < deadline {
@@ -780,35 +829,44 @@ async fn stop(global: &Global) -> Result<i32, Failure> {
     }
     let mut how = "";
     if alive() {
-        supervise::signal_pid(record.pid, SIGKILL);
-        if let Some(p) = opencode {
+        if process::is_same(record.pid, record.process_start) {
+            supervise::signal_pid(record.pid, SIGKILL);
+        }
+        if let Some(p) = oc.pid.filter(|_| oc_ours()) {
             supervise::signal_group(p, SIGKILL);
         }
-        let deadline = Instant::now() + Duration::from_secs(2);
+        // OpenCode's guardian then stops what OpenCode left (well within 3 s).
+        let deadline = Instant::now() + Duration::from_secs(3);
         while alive() && Instant::now() < deadline {
             tokio::time::sleep(POLL).await;
         }
         how = " (it needed SIGKILL)";
     }
     daemon::remove_record(&data_dir, record.pid);
-    let oc = opencode.map_or_else(String::new, |p| format!(" and its OpenCode (pid {p})"));
+    let with_oc = oc
+        .pid
+        .map_or_else(String::new, |p| format!(" and its OpenCode (pid {p})"));
     report_stop(
         global,
         &record,
         "stopped",
-        &format!("stopped the daemon (pid {}){oc}{how}", record.pid),
+        &format!("stopped the daemon (pid {}){with_oc}{how}", record.pid),
+        &[],
     );
     Ok(0)
 }
 
-fn report_stop(global: &Global, r: &DaemonRecord, state: &str, text: &str) {
+fn report_stop(global: &Global, r: &DaemonRecord, state: &str, text: &str, notes: &[String]) {
     if global.json {
         println!(
             "{}",
-            serde_json::json!({ "state": state, "pid": r.pid, "url": r.url })
+            serde_json::json!({ "state": state, "pid": r.pid, "url": r.url, "notes": notes })
         );
     } else {
         println!("{text}");
+        for n in notes {
+            println!("note: {n}");
+        }
     }
 }
 
@@ -987,7 +1045,9 @@ mod tests {
 
     #[test]
     fn restarts_back_off_from_one_to_thirty_seconds() {
-        let d: Vec<u64> = (0..8).map(|n| restart_delay(n).as_secs()).collect();
+        let d: Vec<u64> = (0..8)
+            .map(|n| backoff(FIRST_RESTART_DELAY, n).as_secs())
+            .collect();
         assert_eq!(d, vec![1, 2, 4, 8, 16, 30, 30, 30]);
     }
 

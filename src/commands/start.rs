@@ -10,8 +10,8 @@
 //!   output going to `<data dir>/runs/<run id>.log`. It writes the run record
 //!   once healthy; the launching process reads it, prints the summary (or
 //!   shows the dashboard) and can exit while the run goes on. This is what
-//!   lets the dashboard's `d` key detach: children carry a parent-death
-//!   signal, so they can only outlive the process that supervises them.
+//!   lets the dashboard's `d` key detach: children never outlive the process
+//!   that supervises them (their guardians, or the Windows job, see to it).
 
 pub(crate) mod background;
 pub mod pairing;
@@ -103,12 +103,21 @@ pub(crate) fn logger(global: &Global, run_id: &str) -> Logger {
     })
 }
 
-/// SIGINT and SIGTERM (Ctrl-C elsewhere).
+/// SIGINT and SIGTERM; on Windows Ctrl-C and Ctrl-Break (like SIGINT) and
+/// the console closing (like a hang-up).
 pub(crate) struct Signals {
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
+    // Optional: a background openwrk has no console, and a handler that
+    // cannot be installed there must not stop the run from starting.
+    #[cfg(windows)]
+    ctrl_c: Option<tokio::signal::windows::CtrlC>,
+    #[cfg(windows)]
+    ctrl_break: Option<tokio::signal::windows::CtrlBreak>,
+    #[cfg(windows)]
+    close: Option<tokio::signal::windows::CtrlClose>,
 }
 
 impl Signals {
@@ -125,7 +134,16 @@ impl Signals {
                 term: signal(SignalKind::terminate()).map_err(fail)?,
             })
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
+        {
+            use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close};
+            Ok(Signals {
+                ctrl_c: ctrl_c().ok(),
+                ctrl_break: ctrl_break().ok(),
+                close: ctrl_close().ok(),
+            })
+        }
+        #[cfg(not(any(unix, windows)))]
         Ok(Signals {})
     }
 
@@ -136,11 +154,29 @@ impl Signals {
             _ = self.int.recv() => (2, "SIGINT"),
             _ = self.term.recv() => (15, "SIGTERM"),
         }
-        #[cfg(not(unix))]
+        // Windows gives a closing console about 5 s: stopping is quick there
+        // (children are terminated, not asked).
+        #[cfg(windows)]
         {
-            let _ = tokio::signal::ctrl_c().await;
-            (2, "Ctrl-C")
+            // A listener that is missing never fires.
+            macro_rules! next {
+                ($l:expr) => {
+                    async {
+                        match $l.as_mut() {
+                            Some(l) => l.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    }
+                };
+            }
+            tokio::select! {
+                _ = next!(self.ctrl_c) => (2, "Ctrl-C"),
+                _ = next!(self.ctrl_break) => (2, "Ctrl-Break"),
+                _ = next!(self.close) => (1, "console close"),
+            }
         }
+        #[cfg(not(any(unix, windows)))]
+        std::future::pending().await
     }
 }
 
@@ -150,14 +186,14 @@ struct Children(Arc<Mutex<Vec<Arc<Child>>>>);
 
 impl Children {
     /// Starts `spec` once `binary` verified again (SPEC §3.4: before every execution).
-    fn spawn(
+    async fn spawn(
         &self,
         spec: &supervise::Spec,
         binary: &crate::supply::resolve::Resolved,
         logger: &Logger,
     ) -> Result<Arc<Child>, Failure> {
         binary.recheck()?;
-        let child = Child::spawn(spec, logger).map_err(|e| Failure {
+        let child = Child::spawn(spec, logger).await.map_err(|e| Failure {
             message: e.to_string(),
             code: 1,
         })?;
@@ -408,7 +444,9 @@ async fn startup(
     let timeout = Duration::from_secs(args.startup_timeout);
 
     plan.release_port(OPENCODE);
-    let opencode = children.spawn(&plan.opencode_spec(), &plan.bins.opencode, logger)?;
+    let opencode = children
+        .spawn(&plan.opencode_spec(), &plan.bins.opencode, logger)
+        .await?;
     let endpoint = Endpoint::OpenCode {
         base: plan.opencode_local_url(),
         authorization: plan.authorization(),
@@ -424,12 +462,14 @@ async fn startup(
     ));
 
     plan.release_port(OPENWORK_SERVER);
-    let openwork = children.spawn(&plan.openwork_spec(), &plan.bins.openwork, logger)?;
+    let openwork = children
+        .spawn(&plan.openwork_spec(), &plan.bins.openwork, logger)
+        .await?;
     plan.release_port(OWPENBOT);
     let owpenbot = match plan.owpenbot_spec() {
         Some(spec) => {
             let bin = plan.bins.owpenbot.as_ref().expect("a spec has a binary");
-            Some(children.spawn(&spec, bin, logger)?)
+            Some(children.spawn(&spec, bin, logger).await?)
         }
         None => None,
     };
@@ -577,6 +617,9 @@ fn record(ready: &Ready) -> RunRecord {
             version: version.clone(),
             binary: bin.path.clone(),
             started_unix_ms: unix_ms(child.started_at),
+            process_start: child.process_start,
+            guardian_pid: child.guardian.map(|g| g.0),
+            guardian_start: child.guardian.and_then(|g| g.1),
         })
     })
     .collect();
@@ -584,6 +627,7 @@ fn record(ready: &Ready) -> RunRecord {
     RunRecord {
         run_id: plan.run_id.clone(),
         supervisor_pid: std::process::id(),
+        supervisor_start: crate::process::start_time(std::process::id()),
         started_at: chrono::DateTime::<chrono::Utc>::from(now).to_rfc3339(),
         started_unix_ms: unix_ms(ready.opencode.started_at),
         workspace: plan.workspace.display().to_string(),

@@ -32,8 +32,19 @@ pub fn standin(name: &str) -> std::path::PathBuf {
 /// Live processes (zombies excluded, this one too) whose cwd is under `dir` or
 /// whose command line mentions it: what a test left running.
 pub fn processes_under(dir: &std::path::Path) -> Vec<(u32, String)> {
-    let me = std::process::id();
     let needle = dir.to_string_lossy().into_owned();
+    live_processes(|cmdline, cwd| cwd.starts_with(dir) || cmdline.contains(&needle))
+}
+
+/// Live processes (zombies excluded) whose command line contains `needle`,
+/// such as the stand-ins' grandchildren (`STANDIN_MARKER`).
+pub fn processes_matching(needle: &str) -> Vec<(u32, String)> {
+    live_processes(|cmdline, _| cmdline.contains(needle))
+}
+
+/// Live processes other than this one for which `keep(cmdline, cwd)` holds.
+fn live_processes(keep: impl Fn(&str, &std::path::Path) -> bool) -> Vec<(u32, String)> {
+    let me = std::process::id();
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
@@ -57,7 +68,7 @@ pub fn processes_under(dir: &std::path::Path) -> Vec<(u32, String)> {
             .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
             .unwrap_or_default();
         let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
-        if cwd.starts_with(dir) || cmdline.contains(&needle) {
+        if keep(&cmdline, &cwd) {
             found.push((pid, cmdline));
         }
     }

@@ -38,6 +38,10 @@ pub enum Mode {
     Exit(i32),
     /// Wait this long before listening.
     SlowStart(Duration),
+    /// Serve normally after starting three grandchildren that try to outlive
+    /// the sidecar: an orphaned background one, a `setsid` one and one that
+    /// ignores SIGTERM (see [`grandchild_entry`]).
+    Grandchildren,
 }
 
 impl Mode {
@@ -62,6 +66,7 @@ impl Mode {
             ("" | "normal", None) => Some(Mode::Normal),
             ("hang", None) => Some(Mode::Hang),
             ("never-healthy", None) => Some(Mode::NeverHealthy),
+            ("grandchildren", None) => Some(Mode::Grandchildren),
             ("crash-after", Some(a)) => parse_duration(a).map(Mode::CrashAfter),
             ("slow-start", Some(a)) => parse_duration(a).map(Mode::SlowStart),
             ("exit", Some(a)) => a.trim().parse().ok().map(Mode::Exit),
@@ -350,6 +355,9 @@ pub async fn serve(
         .local_addr()
         .unwrap_or_else(|_| ([0, 0, 0, 0], port).into());
     on_listen(addr);
+    if mode == Mode::Grandchildren {
+        spawn_grandchildren(name);
+    }
 
     let server = async move {
         if mode == Mode::Hang {
@@ -386,5 +394,70 @@ async fn hang(listener: TcpListener) -> std::io::Result<()> {
     loop {
         let (sock, _) = listener.accept().await?;
         held.push(sock);
+    }
+}
+
+/// The marker in every grandchild's argv (`STANDIN_MARKER`, default
+/// `standin-grandchild`), so a test finds them in the process table.
+pub fn marker() -> String {
+    std::env::var("STANDIN_MARKER")
+        .ok()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "standin-grandchild".to_owned())
+}
+
+/// Starts `<this binary> grandchild KIND MARKER`.
+fn spawn_grandchild(kind: &str) -> std::io::Result<u32> {
+    let exe = std::env::current_exe()?;
+    let child = std::process::Command::new(exe)
+        .args(["grandchild", kind, &marker()])
+        .stdin(std::process::Stdio::null())
+        .spawn()?;
+    Ok(child.id())
+}
+
+/// `STANDIN_MODE=grandchildren`: the three kinds of processes a real
+/// OpenCode may leave behind (tools, language servers, shells). They keep
+/// the sidecar's stdout/stderr, as real ones do.
+fn spawn_grandchildren(name: &str) {
+    for kind in ["background", "setsid", "ignore-term"] {
+        match spawn_grandchild(kind) {
+            Ok(pid) => eprintln!("{name}: started grandchild {kind} (pid {pid})"),
+            Err(e) => eprintln!("{name}: cannot start grandchild {kind}: {e}"),
+        }
+    }
+}
+
+/// Call first in every stand-in's `main`: `grandchild KIND MARKER` runs a
+/// grandchild and never returns.
+/// - `background` starts an `orphan` and exits at once, so the orphan is
+///   reparented (to init, or to a subreaper);
+/// - `setsid` leaves the sidecar's session and process group;
+/// - `ignore-term` ignores SIGTERM;
+/// - every kind then sleeps until killed.
+pub fn grandchild_entry() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("grandchild") {
+        return;
+    }
+    match args.get(1).map(String::as_str) {
+        Some("background") => {
+            let _ = spawn_grandchild("orphan");
+            std::process::exit(0);
+        }
+        #[cfg(unix)]
+        // SAFETY: plain process-state calls.
+        Some("setsid") => unsafe {
+            libc::setsid();
+        },
+        #[cfg(unix)]
+        // SAFETY: ignoring a signal has no memory-safety preconditions.
+        Some("ignore-term") => unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        },
+        _ => {}
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
     }
 }

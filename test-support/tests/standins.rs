@@ -22,6 +22,7 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    #[cfg(unix)]
     fn pid(&self) -> u32 {
         self.0.id()
     }

@@ -15,6 +15,7 @@ use crate::commands::Failure;
 use crate::dashboard::{self, Action, ServiceRow, ServiceState, View};
 use crate::health::{Endpoint, Probe, Prober};
 use crate::log::Logger;
+use crate::process;
 use crate::supervise::{self, SIGKILL, SIGTERM, STOP_GRACE};
 use crate::supply::manifest::{OPENCODE, OPENWORK_SERVER, OWPENBOT};
 
@@ -196,10 +197,79 @@ pub(crate) fn tail_lines(path: &Path, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// Whether anything of a recorded run is still running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Supervisor,
+    /// Leads its process group, which is signalled as a whole.
+    Sidecar,
+    /// Never signalled by `stop`: it stops what its sidecar leaves behind
+    /// once the sidecar exits, and must not be killed before that.
+    Guardian,
+}
+
+/// A process a run record names.
+struct Recorded {
+    role: String,
+    kind: Kind,
+    pid: u32,
+    start: Option<u64>,
+}
+
+impl Recorded {
+    /// Still the recorded process (same pid, same start time).
+    fn ours(&self) -> bool {
+        process::is_same(self.pid, self.start)
+    }
+
+    /// Signals it (its group, for a sidecar) only while it is provably ours.
+    fn signal(&self, sig: i32) {
+        if self.kind == Kind::Guardian || !self.ours() {
+            return;
+        }
+        match self.kind {
+            Kind::Sidecar => supervise::signal_group(self.pid, sig),
+            _ => supervise::signal_pid(self.pid, sig),
+        }
+    }
+}
+
+fn recorded(r: &RunRecord) -> Vec<Recorded> {
+    let mut all = vec![Recorded {
+        role: "supervisor".into(),
+        kind: Kind::Supervisor,
+        pid: r.supervisor_pid,
+        start: r.supervisor_start,
+    }];
+    for c in &r.children {
+        all.push(Recorded {
+            role: c.name.clone(),
+            kind: Kind::Sidecar,
+            pid: c.pid,
+            start: c.process_start,
+        });
+        if let Some(pid) = c.guardian_pid {
+            all.push(Recorded {
+                role: format!("{}'s guardian", c.name),
+                kind: Kind::Guardian,
+                pid,
+                start: c.guardian_start,
+            });
+        }
+    }
+    all
+}
+
+/// Whether anything of a recorded run is still running (provably ours).
 fn run_alive(r: &RunRecord) -> bool {
-    supervise::is_alive(r.supervisor_pid)
-        || r.children.iter().any(|c| supervise::group_alive(c.pgid))
+    recorded(r).iter().any(Recorded::ours)
+}
+
+/// Notes naming recorded pids that now belong to something else.
+fn stale_notes(r: &RunRecord) -> Vec<String> {
+    recorded(r)
+        .iter()
+        .filter_map(|p| process::stale_note(&p.role, p.pid, &process::check(p.pid, p.start)))
+        .collect()
 }
 
 /// `--detach`: start in the background, print the summary once healthy, exit.
@@ -286,6 +356,8 @@ pub async fn stop(global: &Global, run_id: Option<String>) -> Result<i32, Failur
             })?,
     };
     let id = record.run_id.clone();
+    // Before anything is signalled: a pid that belongs to another process is named, never touched.
+    let notes = stale_notes(&record);
     if !run_alive(&record) {
         let _ = std::fs::remove_file(&path);
         report(
@@ -293,6 +365,7 @@ pub async fn stop(global: &Global, run_id: Option<String>) -> Result<i32, Failur
             &id,
             "gone",
             &format!("note: run {id} was no longer running; removed its record"),
+            &notes,
         );
         return Ok(0);
     }
@@ -303,26 +376,37 @@ pub async fn stop(global: &Global, run_id: Option<String>) -> Result<i32, Failur
     } else {
         ""
     };
-    report(global, &id, "stopped", &format!("stopped run {id}{how}"));
+    report(
+        global,
+        &id,
+        "stopped",
+        &format!("stopped run {id}{how}"),
+        &notes,
+    );
     Ok(0)
 }
 
-fn report(global: &Global, id: &str, state: &str, text: &str) {
+fn report(global: &Global, id: &str, state: &str, text: &str, notes: &[String]) {
     if global.json {
-        println!("{}", serde_json::json!({ "runId": id, "state": state }));
+        println!(
+            "{}",
+            serde_json::json!({ "runId": id, "state": state, "notes": notes })
+        );
     } else {
         println!("{text}");
+        for n in notes {
+            println!("note: {n}");
+        }
     }
 }
 
-/// SIGTERM to the supervisor and each child group, SIGKILL to what is left
-/// after the grace period. Returns whether SIGKILL was needed.
+/// SIGTERM to the supervisor and each sidecar group, SIGKILL to what is left
+/// after the grace period; each only while it is provably the recorded
+/// process. Returns whether SIGKILL was needed.
 async fn terminate(record: &RunRecord) -> bool {
-    let alive = || run_alive(record);
-    supervise::signal_pid(record.supervisor_pid, SIGTERM);
-    for c in &record.children {
-        supervise::signal_group(c.pgid, SIGTERM);
-    }
+    let all = recorded(record);
+    let alive = || all.iter().any(Recorded::ours);
+    all.iter().for_each(|p| p.signal(SIGTERM));
     let deadline = Instant::now() + STOP_GRACE;
     while alive() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -330,11 +414,9 @@ async fn terminate(record: &RunRecord) -> bool {
     if !alive() {
         return false;
     }
-    supervise::signal_pid(record.supervisor_pid, SIGKILL);
-    for c in &record.children {
-        supervise::signal_group(c.pgid, SIGKILL);
-    }
-    let deadline = Instant::now() + Duration::from_secs(2);
+    all.iter().for_each(|p| p.signal(SIGKILL));
+    // Guardians then stop what their sidecars left (well within 3 s).
+    let deadline = Instant::now() + Duration::from_secs(3);
     while alive() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -496,7 +578,7 @@ fn service_rows(
                     version: None,
                 };
             };
-            let alive = supervise::is_alive(c.pid);
+            let alive = process::is_same(c.pid, c.process_start);
             let state = match (alive, probes.get(*name)) {
                 (false, _) => ServiceState::Exited,
                 (true, _) if stopping => ServiceState::Stopping,

@@ -118,6 +118,15 @@ pub struct ChildRecord {
     pub version: Option<String>,
     pub binary: PathBuf,
     pub started_unix_ms: u64,
+    /// The process's start time (`crate::process`): `stop` signals the pid
+    /// only while it still has this one. Absent in older records: never signalled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_start: Option<u64>,
+    /// The guardian watching it (Unix) and its start time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardian_pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardian_start: Option<u64>,
 }
 
 /// `<data dir>/runs/<run id>.json` (0600): what `openwrk stop` and the
@@ -128,6 +137,9 @@ pub struct RunRecord {
     pub run_id: String,
     /// The openwrk process supervising the children.
     pub supervisor_pid: u32,
+    /// Its start time (`crate::process`); absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor_start: Option<u64>,
     pub started_at: String,
     pub started_unix_ms: u64,
     pub workspace: String,

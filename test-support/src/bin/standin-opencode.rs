@@ -63,6 +63,7 @@ impl Log {
 
 #[tokio::main]
 async fn main() {
+    standin::grandchild_entry();
     let args = Args::from_env(&["hostname", "port", "log-level", "cors"]);
     if args.has("version") || args.has("v") {
         println!("{}", standin::version());

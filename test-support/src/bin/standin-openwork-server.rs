@@ -31,6 +31,7 @@ struct App {
 
 #[tokio::main]
 async fn main() {
+    standin::grandchild_entry();
     let args = Args::from_env(&[
         "host",
         "port",

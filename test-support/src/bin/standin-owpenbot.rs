@@ -40,6 +40,7 @@ fn log(level: u8, msg: &str) {
 
 #[tokio::main]
 async fn main() {
+    standin::grandchild_entry();
     let args = Args::from_env(&["opencode-url"]);
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     if args.positional.first().map(String::as_str) != Some("start") {
