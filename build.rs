@@ -5,7 +5,9 @@
 fn main() {
     println!("cargo:rerun-if-env-changed=OPENWRK_MANIFEST_PUBKEY");
     println!("cargo:rerun-if-env-changed=OPENWRK_RELEASE_REPO");
-    println!("cargo:rerun-if-changed=manifests/openwrk-manifest.pub");
+    // The directory, not the file: a path that does not exist would make
+    // cargo rerun this script (and rebuild openwrk) on every build.
+    println!("cargo:rerun-if-changed=manifests");
     let key = std::env::var("OPENWRK_MANIFEST_PUBKEY")
         .ok()
         .filter(|k| !k.trim().is_empty())
