@@ -168,11 +168,30 @@ pub enum LogFormat {
     Json,
 }
 
+impl From<LogFormat> for crate::host::log::LogFormat {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Pretty => crate::host::log::LogFormat::Pretty,
+            LogFormat::Json => crate::host::log::LogFormat::Json,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Color {
     Auto,
     Always,
     Never,
+}
+
+impl From<Color> for crate::host::log::Color {
+    fn from(c: Color) -> Self {
+        match c {
+            Color::Auto => crate::host::log::Color::Auto,
+            Color::Always => crate::host::log::Color::Always,
+            Color::Never => crate::host::log::Color::Never,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

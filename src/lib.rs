@@ -3,19 +3,10 @@
 
 pub mod cli;
 pub mod commands;
-pub mod credentials;
-pub mod daemon;
-pub mod dashboard;
 pub mod fsutil;
-#[cfg(unix)]
-pub mod guardian;
-pub mod health;
-pub mod log;
-pub mod process;
+pub mod host;
 pub mod sanitize;
-pub mod supervise;
 pub mod supply;
-pub mod workspaces;
 
 /// openwrk's own version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -268,7 +268,7 @@ async fn reply(global: &Global, remote: &Remote, id: &str, allow: bool) -> Resul
 
 /// A path segment: every byte but RFC 3986 unreserved ones percent-encoded.
 fn encode_segment(s: &str) -> String {
-    crate::daemon::encode_query_value(s).replace('/', "%2F")
+    crate::host::daemon::encode_query_value(s).replace('/', "%2F")
 }
 
 #[cfg(test)]

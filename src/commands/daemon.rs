@@ -2,7 +2,7 @@
 //!
 //! `daemon start` re-executes openwrk with `--foreground` in its own session,
 //! its output going to `<data dir>/daemon.log`, and waits for its record. The
-//! foreground daemon holds `daemon.lock`, serves the router (`crate::daemon`)
+//! foreground daemon holds `daemon.lock`, serves the router (`crate::host::daemon`)
 //! and keeps one OpenCode alive: spawned like `start` spawns it (process
 //! group, under a guardian, unified log), probed with the shared prober,
 //! and restarted with exponential backoff (1 s … 30 s) whenever it exits.
@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 use super::start::{self, background, Signals};
 use super::Failure;
 use crate::cli::{DaemonArgs, DaemonCommand, Global, LogFormat};
-use crate::daemon::{self, DaemonRecord, LastExit, OpenCodeRecord, Shared};
-use crate::health::{Endpoint, Prober};
-use crate::log::Logger;
-use crate::process;
-use crate::supervise::{self, Child, Spec, SIGKILL, SIGTERM, STOP_GRACE};
+use crate::host::daemon::{self, DaemonRecord, LastExit, OpenCodeRecord, Shared};
+use crate::host::health::{Endpoint, Prober};
+use crate::host::log::Logger;
+use crate::host::process;
+use crate::host::supervise::{self, Child, Spec, SIGKILL, SIGTERM, STOP_GRACE};
 use crate::supply::manifest::OPENCODE;
 use crate::supply::resolve::Resolved;
-use crate::workspaces::Store;
+use crate::host::workspaces::Store;
 
 /// Set by `daemon start` for the background daemon: where its output goes.
 const LOG_ENV: &str = "OPENWRK_DAEMON_LOG";
@@ -187,7 +187,7 @@ impl Keeper {
             ],
             env_remove: HIDDEN_FROM_OPENCODE
                 .iter()
-                .chain(crate::supervise::NEVER_INHERITED)
+                .chain(crate::host::supervise::NEVER_INHERITED)
                 .map(|s| s.to_string())
                 .collect(),
             cwd: self.cwd.clone(),
@@ -262,7 +262,7 @@ impl Keeper {
         match ready {
             Ok(probe) => {
                 let version = match probe {
-                    crate::health::Probe::Healthy { version: Some(v) } => Some(v),
+                    crate::host::health::Probe::Healthy { version: Some(v) } => Some(v),
                     _ => Some(binary.version.clone()).filter(|v| v != "unknown"),
                 };
                 self.logger.info(&format!(
@@ -412,8 +412,8 @@ async fn serve_daemon(
         .map_err(|e| failure(1)(format!("cannot read the daemon's port: {e}")))?;
     let url = format!("http://{}:{port}", url_host(&args.daemon_host));
     let binary = resolve_opencode(global, args, logger).await?;
-    let password = crate::credentials::token().map_err(|e| failure(1)(e.to_string()))?;
-    let auth = crate::credentials::basic_auth(OPENCODE_USERNAME, &password);
+    let password = crate::host::credentials::token().map_err(|e| failure(1)(e.to_string()))?;
+    let auth = crate::host::credentials::basic_auth(OPENCODE_USERNAME, &password);
     logger.add_secrets([
         password.clone(),
         auth.trim_start_matches("Basic ").to_string(),
@@ -450,7 +450,7 @@ async fn serve_daemon(
         current: Mutex::new(None),
     };
     let started_at = now();
-    let process_start = crate::process::start_time(std::process::id());
+    let process_start = crate::host::process::start_time(std::process::id());
     let record = |shared: &Shared| DaemonRecord {
         pid: std::process::id(),
         process_start,
@@ -645,7 +645,7 @@ async fn launch(global: &Global, args: &DaemonArgs) -> Result<i32, Failure> {
         .stdin(std::process::Stdio::null())
         .stdout(out)
         .stderr(file);
-    crate::supervise::new_session(&mut cmd);
+    crate::host::supervise::new_session(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| failure(1)(format!("cannot start the daemon {}: {e}", exe.display())))?;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::log::{Logger, Severity};
+use crate::host::log::{Logger, Severity};
 use crate::supply::events::{Event, Level, Reporter};
 
 /// Where notices go.

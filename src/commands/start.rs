@@ -22,9 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Failure;
 use crate::cli::{Global, LogFormat, StartArgs};
-use crate::health::{self, Backoff, Endpoint, Probe, Prober};
-use crate::log::{Context, LogSettings, Logger};
-use crate::supervise::{self, Child, Exit, STOP_GRACE};
+use crate::host::health::{self, Backoff, Endpoint, Probe, Prober};
+use crate::host::log::{Context, LogSettings, Logger};
+use crate::host::supervise::{self, Child, Exit, STOP_GRACE};
 use crate::supply::manifest::{OPENCODE, OPENWORK_SERVER, OWPENBOT};
 use pairing::{ChildRecord, Pairing, RunRecord};
 use plan::Plan;
@@ -92,13 +92,13 @@ fn wants_dashboard(global: &Global, args: &StartArgs, dashboard: bool, logger: &
 pub(crate) fn logger(global: &Global, run_id: &str) -> Logger {
     use std::io::IsTerminal;
     Logger::stderr(LogSettings {
-        format: global.log_format,
-        color: crate::log::color_enabled(global.color, std::io::stderr().is_terminal()),
+        format: global.log_format.into(),
+        color: crate::host::log::color_enabled(global.color.into(), std::io::stderr().is_terminal()),
         verbose: global.verbose,
         context: Context {
             run_id: run_id.to_string(),
             version: crate::VERSION.to_string(),
-            host_name: crate::log::host_name(),
+            host_name: crate::host::log::host_name(),
         },
     })
 }
@@ -269,7 +269,7 @@ async fn supervise(
 pub(crate) fn run_id(global: &Global) -> Result<String, Failure> {
     match global.run_id.clone().filter(|s| !s.is_empty()) {
         Some(id) => Ok(id),
-        None => crate::credentials::uuid_v7().map_err(|e| Failure {
+        None => crate::host::credentials::uuid_v7().map_err(|e| Failure {
             message: e.to_string(),
             code: 1,
         }),
@@ -627,7 +627,7 @@ fn record(ready: &Ready) -> RunRecord {
     RunRecord {
         run_id: plan.run_id.clone(),
         supervisor_pid: std::process::id(),
-        supervisor_start: crate::process::start_time(std::process::id()),
+        supervisor_start: crate::host::process::start_time(std::process::id()),
         started_at: chrono::DateTime::<chrono::Utc>::from(now).to_rfc3339(),
         started_unix_ms: unix_ms(ready.opencode.started_at),
         workspace: plan.workspace.display().to_string(),

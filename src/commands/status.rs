@@ -9,7 +9,7 @@ use serde_json::json;
 use super::approvals::base_url;
 use super::Failure;
 use crate::cli::{Global, StatusArgs};
-use crate::health::{Endpoint, Probe, Prober};
+use crate::host::health::{Endpoint, Probe, Prober};
 
 struct Checked {
     name: &'static str,
@@ -50,7 +50,7 @@ pub async fn run(global: &Global, args: StatusArgs) -> Result<i32, Failure> {
     })?;
     let username = given(&args.opencode_username).unwrap_or_else(|| "opencode".into());
     let password = args.opencode_password.clone().unwrap_or_default();
-    let authorization = crate::credentials::basic_auth(&username, &password);
+    let authorization = crate::host::credentials::basic_auth(&username, &password);
     let (ow, oc) = tokio::join!(
         async {
             match &openwork {

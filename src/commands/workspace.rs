@@ -4,7 +4,7 @@
 
 use super::Failure;
 use crate::cli::{Global, WorkspaceCommand};
-use crate::workspaces::{Store, WorkspaceError};
+use crate::host::workspaces::{Store, WorkspaceError};
 
 impl From<WorkspaceError> for Failure {
     fn from(e: WorkspaceError) -> Failure {

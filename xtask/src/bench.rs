@@ -512,7 +512,7 @@ async fn bench_start() -> anyhow::Result<Vec<Figure>> {
     let home = tmp.path().join("home");
     let workspace = tmp.path().join("workspace");
     std::fs::create_dir_all(&workspace)?;
-    let prober = openwrk::health::Prober::new()?;
+    let prober = openwrk::host::health::Prober::new()?;
     const RUNS: usize = 5;
 
     // Baseline: OpenCode alone, probed like openwrk probes it.
@@ -534,9 +534,9 @@ async fn bench_start() -> anyhow::Result<Vec<Figure>> {
         openwrk_test_support::private_opencode_env(&mut cmd, &home);
         let started = Instant::now();
         let mut child = cmd.spawn()?;
-        let endpoint = openwrk::health::Endpoint::OpenCode {
+        let endpoint = openwrk::host::health::Endpoint::OpenCode {
             base: format!("http://127.0.0.1:{port}"),
-            authorization: openwrk::credentials::basic_auth("opencode", "bench"),
+            authorization: openwrk::host::credentials::basic_auth("opencode", "bench"),
         };
         let mut backoff = Duration::from_millis(50);
         loop {

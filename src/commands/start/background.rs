@@ -12,11 +12,11 @@ use super::pairing::{self, RunRecord};
 use super::{plan, Signals, SUPERVISOR_ENV};
 use crate::cli::{Global, StartArgs};
 use crate::commands::Failure;
-use crate::dashboard::{self, Action, ServiceRow, ServiceState, View};
-use crate::health::{Endpoint, Probe, Prober};
-use crate::log::Logger;
-use crate::process;
-use crate::supervise::{self, SIGKILL, SIGTERM, STOP_GRACE};
+use crate::host::dashboard::{self, Action, ServiceRow, ServiceState, View};
+use crate::host::health::{Endpoint, Probe, Prober};
+use crate::host::log::Logger;
+use crate::host::process;
+use crate::host::supervise::{self, SIGKILL, SIGTERM, STOP_GRACE};
 use crate::supply::manifest::{OPENCODE, OPENWORK_SERVER, OWPENBOT};
 
 const POLL: Duration = Duration::from_millis(100);
@@ -75,7 +75,7 @@ impl Background {
             })
             .stdout(file.try_clone().map_err(|e| log_error(&log, e))?)
             .stderr(file);
-        crate::supervise::new_session(&mut cmd);
+        crate::host::supervise::new_session(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| Failure {
             message: format!(
                 "cannot start the background supervisor {}: {e}",
@@ -490,7 +490,7 @@ fn spawn_health(record: &RunRecord) -> Result<(Health, tokio::task::JoinHandle<(
         code: 1,
     })?;
     let p = &record.pairing.opencode;
-    let authorization = crate::credentials::basic_auth(&p.username, &p.password);
+    let authorization = crate::host::credentials::basic_auth(&p.username, &p.password);
     let endpoints: Vec<(String, Endpoint)> = record
         .children
         .iter()

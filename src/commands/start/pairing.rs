@@ -118,7 +118,7 @@ pub struct ChildRecord {
     pub version: Option<String>,
     pub binary: PathBuf,
     pub started_unix_ms: u64,
-    /// The process's start time (`crate::process`): `stop` signals the pid
+    /// The process's start time (`crate::host::process`): `stop` signals the pid
     /// only while it still has this one. Absent in older records: never signalled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_start: Option<u64>,
@@ -137,7 +137,7 @@ pub struct RunRecord {
     pub run_id: String,
     /// The openwrk process supervising the children.
     pub supervisor_pid: u32,
-    /// Its start time (`crate::process`); absent in older records.
+    /// Its start time (`crate::host::process`); absent in older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supervisor_start: Option<u64>,
     pub started_at: String,

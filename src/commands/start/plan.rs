@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use crate::cli::{Approval, Global, StartArgs};
 use crate::commands::Failure;
-use crate::credentials::Credentials;
-use crate::log::Logger;
-use crate::supervise::Spec;
+use crate::host::credentials::Credentials;
+use crate::host::log::Logger;
+use crate::host::supervise::Spec;
 use crate::supply::manifest::{OPENCODE, OPENWORK_SERVER, OWPENBOT};
 use crate::supply::resolve::Resolved;
 
@@ -115,7 +115,7 @@ impl Plan {
     }
 
     pub fn authorization(&self) -> String {
-        crate::credentials::basic_auth(&self.creds.opencode_username, &self.creds.opencode_password)
+        crate::host::credentials::basic_auth(&self.creds.opencode_username, &self.creds.opencode_password)
     }
 
     fn spec(&self, name: &'static str, binary: &Resolved, args: Vec<String>) -> Spec {
@@ -126,7 +126,7 @@ impl Plan {
             env: vec![("OPENWRK_RUN_ID".into(), self.run_id.clone())],
             env_remove: HIDDEN_FROM_CHILDREN
                 .iter()
-                .chain(crate::supervise::NEVER_INHERITED)
+                .chain(crate::host::supervise::NEVER_INHERITED)
                 .map(|s| s.to_string())
                 .collect(),
             cwd: self.workspace.clone(),

@@ -3,7 +3,7 @@
 //! grace → SIGKILL per group.
 //!
 //! Nothing a sidecar starts outlives openwrk, however openwrk ends: on Unix
-//! each sidecar runs under a guardian (`crate::guardian`: openwrk re-executed,
+//! each sidecar runs under a guardian (`crate::host::guardian`: openwrk re-executed,
 //! a child subreaper on Linux) that stops the whole tree when its lifeline
 //! from openwrk closes; on Windows openwrk puts itself into a job object that
 //! kills every process in it when openwrk's handle closes.
@@ -18,7 +18,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::log::{Logger, Stream};
+use crate::host::log::{Logger, Stream};
 
 /// How long a child may take to stop after SIGTERM before it gets SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -151,7 +151,7 @@ pub struct Child {
     pub name: &'static str,
     /// The sidecar's pid (it leads its process group).
     pub pid: u32,
-    /// Its start time (`crate::process`), for records that outlive this process.
+    /// Its start time (`crate::host::process`), for records that outlive this process.
     pub process_start: Option<u64>,
     /// The guardian watching it (Unix), with its start time.
     pub guardian: Option<(u32, Option<u64>)>,
@@ -281,7 +281,7 @@ fn command(spec: &Spec, program: &Path, args: &[OsString]) -> tokio::process::Co
 #[cfg(not(unix))]
 fn direct_spawn(spec: &Spec, program: &Path, args: &[OsString]) -> Result<Spawned, SpawnError> {
     #[cfg(windows)]
-    crate::process::win::ensure_kill_on_close_job().map_err(|detail| SpawnError::Job {
+    crate::host::process::win::ensure_kill_on_close_job().map_err(|detail| SpawnError::Job {
         name: spec.name.into(),
         detail,
     })?;
@@ -301,12 +301,12 @@ fn direct_spawn(spec: &Spec, program: &Path, args: &[OsString]) -> Result<Spawne
     Ok(Spawned {
         process: child,
         pid,
-        process_start: crate::process::start_time(pid),
+        process_start: crate::host::process::start_time(pid),
         guardian: None,
     })
 }
 
-/// Unix: the sidecar under its guardian (`crate::guardian`).
+/// Unix: the sidecar under its guardian (`crate::host::guardian`).
 #[cfg(unix)]
 mod guarded {
     use super::*;
@@ -328,7 +328,7 @@ mod guarded {
         let (ours, theirs) =
             std::os::unix::net::UnixStream::pair().map_err(|e| fail(e.to_string()))?;
         let mut guardian_args = vec![
-            OsString::from(crate::guardian::ARG),
+            OsString::from(crate::host::guardian::ARG),
             OsString::from("--"),
             program.as_os_str().to_owned(),
         ];
@@ -343,7 +343,7 @@ mod guarded {
         drop(cmd);
         let process = spawned.map_err(|e| fail(e.to_string()))?;
         let guardian_pid = process.id().unwrap_or_default();
-        let guardian_start = crate::process::start_time(guardian_pid);
+        let guardian_start = crate::host::process::start_time(guardian_pid);
         ours.set_nonblocking(true)
             .map_err(|e| fail(e.to_string()))?;
         let mut lifeline =
@@ -436,7 +436,7 @@ pub fn signal_group(pgid: u32, sig: i32) {
     #[cfg(windows)]
     {
         let _ = sig;
-        crate::process::win::terminate(pgid);
+        crate::host::process::win::terminate(pgid);
     }
     #[cfg(not(any(unix, windows)))]
     let _ = (pgid, sig);
@@ -456,7 +456,7 @@ pub fn signal_pid(pid: u32, sig: i32) {
     #[cfg(windows)]
     {
         let _ = sig;
-        crate::process::win::terminate(pid);
+        crate::host::process::win::terminate(pid);
     }
     #[cfg(not(any(unix, windows)))]
     let _ = (pid, sig);
@@ -488,7 +488,7 @@ pub fn is_alive(pid: u32) -> bool {
         true
     }
     #[cfg(windows)]
-    return crate::process::win::is_alive(pid);
+    return crate::host::process::win::is_alive(pid);
     #[cfg(not(any(unix, windows)))]
     {
         let _ = pid;
@@ -525,7 +525,7 @@ pub fn group_alive(pgid: u32) -> bool {
         p > 0 && unsafe { libc::kill(-p, 0) } == 0
     }
     #[cfg(windows)]
-    return crate::process::win::is_alive(pgid);
+    return crate::host::process::win::is_alive(pgid);
     #[cfg(not(any(unix, windows)))]
     {
         let _ = pgid;

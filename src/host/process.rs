@@ -22,7 +22,7 @@ pub enum Found {
 
 /// Checks a recorded pid against its recorded start time.
 pub fn check(pid: u32, recorded: Option<u64>) -> Found {
-    if pid == 0 || !crate::supervise::is_alive(pid) {
+    if pid == 0 || !crate::host::supervise::is_alive(pid) {
         return Found::Gone;
     }
     match (recorded, start_time(pid)) {

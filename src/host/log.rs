@@ -9,7 +9,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use crate::cli::{Color, LogFormat};
+
+/// How records are written (SPEC §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Whether pretty output is colored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
 
 /// The component name of openwrk's own records.
 pub const OPENWRK: &str = "openwrk";

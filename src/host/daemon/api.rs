@@ -23,8 +23,8 @@ use futures_util::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::log::Logger;
-use crate::workspaces::{Stamp, Store, Workspace, WorkspaceError};
+use crate::host::log::Logger;
+use crate::host::workspaces::{Stamp, Store, Workspace, WorkspaceError};
 
 pub const RECORD_FILE: &str = "daemon.json";
 pub const TOKEN_FILE: &str = "daemon.token";
@@ -44,7 +44,7 @@ pub enum DaemonError {
     )]
     BadRecord { path: PathBuf, detail: String },
     #[error("{0}")]
-    Random(#[from] crate::credentials::RandomError),
+    Random(#[from] crate::host::credentials::RandomError),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 }
@@ -61,7 +61,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
 #[serde(rename_all = "camelCase")]
 pub struct DaemonRecord {
     pub pid: u32,
-    /// The daemon's start time (`crate::process`): `daemon stop` signals the
+    /// The daemon's start time (`crate::host::process`): `daemon stop` signals the
     /// pid only while it still has this one. Absent in older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_start: Option<u64>,
@@ -154,7 +154,7 @@ pub fn load_or_create_token(data_dir: &Path) -> Result<String, DaemonError> {
     if let Some(t) = read_token(&path)? {
         return Ok(t);
     }
-    let token = crate::credentials::token()?;
+    let token = crate::host::credentials::token()?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".daemon.token-")
         .tempfile_in(data_dir)
@@ -191,7 +191,7 @@ pub struct DaemonLock {
 
 fn open_lock(data_dir: &Path) -> Result<File, DaemonError> {
     let path = data_dir.join(LOCK_FILE);
-    crate::workspaces::lock_file_options()
+    crate::host::workspaces::lock_file_options()
         .open(&path)
         .map_err(io(&path))
 }
@@ -215,7 +215,7 @@ pub fn is_running(data_dir: &Path) -> Result<bool, DaemonError> {
 #[derive(Debug, Clone, Default)]
 pub struct OpenCodeState {
     pub pid: Option<u32>,
-    /// Start times of OpenCode and its guardian (`crate::process`).
+    /// Start times of OpenCode and its guardian (`crate::host::process`).
     pub process_start: Option<u64>,
     pub guardian: Option<(u32, Option<u64>)>,
     pub port: Option<u16>,
@@ -260,7 +260,7 @@ impl Shared {
         let client = reqwest::Client::builder()
             // OpenCode is on loopback; HTTP(S)_PROXY must not apply.
             .no_proxy()
-            .connect_timeout(crate::health::PROBE_TIMEOUT)
+            .connect_timeout(crate::host::health::PROBE_TIMEOUT)
             // A proxy passes redirects to its client rather than following them.
             .redirect(reqwest::redirect::Policy::none())
             // No overall timeout: event streams and long prompts stay open for minutes.

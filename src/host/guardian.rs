@@ -70,7 +70,7 @@ pub fn run(args: impl Iterator<Item = OsString>) -> ! {
         Ok(pid) => pid,
         Err(e) => report_error(&mut lifeline, &e),
     };
-    let start = crate::process::start_time(sidecar as u32).unwrap_or(0);
+    let start = crate::host::process::start_time(sidecar as u32).unwrap_or(0);
     let _ = writeln!(lifeline, "pid {sidecar} {start}");
     let mut tree = Tree::new(sidecar);
     let status = match watch(&mut tree, wake, lifeline.as_raw_fd()) {
@@ -189,7 +189,7 @@ fn watch(tree: &mut Tree, wake: RawFd, lifeline: RawFd) -> Ending {
         }
         if STOP_REQUESTED.swap(false, Ordering::SeqCst) && kill_at.is_none() {
             tree.signal_group(libc::SIGTERM);
-            kill_at = Some(Instant::now() + crate::supervise::STOP_GRACE);
+            kill_at = Some(Instant::now() + crate::host::supervise::STOP_GRACE);
         }
         if kill_at.is_some_and(|t| Instant::now() >= t) {
             tree.signal_all(libc::SIGKILL);
@@ -365,7 +365,7 @@ impl Tree {
         if self.last_snapshot.is_none_or(|t| t.elapsed() >= every) {
             self.descendants();
             self.seen
-                .retain(|(pid, start)| crate::process::start_time(*pid) == Some(*start));
+                .retain(|(pid, start)| crate::host::process::start_time(*pid) == Some(*start));
             self.last_snapshot = Some(Instant::now());
         }
     }
@@ -452,7 +452,7 @@ mod table {
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
             .filter_map(|pid| {
-                let f = crate::process::stat_fields(pid)?;
+                let f = crate::host::process::stat_fields(pid)?;
                 Some(Proc {
                     pid,
                     ppid: f.get(1)?.parse().ok()?,
@@ -484,7 +484,7 @@ mod table {
         pids.into_iter()
             .filter_map(|pid| {
                 let pid = u32::try_from(pid).ok().filter(|p| *p > 0)?;
-                let info = crate::process::bsd_info(pid)?;
+                let info = crate::host::process::bsd_info(pid)?;
                 Some(Proc {
                     pid,
                     ppid: info.pbi_ppid,

@@ -1,0 +1,16 @@
+//! The host half: everything that *runs* verified sidecars — spawning them
+//! under a guardian, health probes, the unified log, credentials, the
+//! dashboard, the router daemon and its workspaces. It takes resolved,
+//! verified binaries from the supply half and never reaches into the command
+//! line.
+
+pub mod credentials;
+pub mod daemon;
+pub mod dashboard;
+#[cfg(unix)]
+pub mod guardian;
+pub mod health;
+pub mod log;
+pub mod process;
+pub mod supervise;
+pub mod workspaces;
