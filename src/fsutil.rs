@@ -78,3 +78,13 @@ pub fn default_data_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| home.join(".local/share"))
         .join("openwrk")
 }
+/// The last `n` lines of a file.
+pub fn tail_lines(path: &Path, n: usize) -> Vec<String> {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}

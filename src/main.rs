@@ -9,7 +9,9 @@ fn main() {
     // The process guardian (SPEC §5.1) starts before clap and tokio: it must
     // be up in a millisecond and must not touch openwrk's arguments.
     #[cfg(unix)]
-    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(openwrk::host::guardian::ARG)) {
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(openwrk::host::guardian::ARG))
+    {
         openwrk::host::guardian::run(std::env::args_os().skip(2));
     }
     let cli = Cli::parse();

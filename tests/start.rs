@@ -927,15 +927,15 @@ fn sidecars_from_a_manifest_are_verified_then_warm() {
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains("openwrk is ready"), "{stdout}");
     assert!(
-        stderr.contains("opencode: source downloaded, version 1.0.0")
-            && stderr.contains("verified (sha256 matches the manifest)"),
+        stderr.contains("opencode 1.0.0") && stderr.contains("size and sha256 checked"),
         "{stderr}"
     );
     let (status, _, stderr) = serve();
     assert!(status.success(), "{stderr}");
     assert!(
-        stderr.contains("openwork-server: source cache, version 2.0.0")
-            && stderr.contains("verified (its cache record matches; not rehashed)"),
+        stderr.contains("openwork-server 2.0.0")
+            && stderr.contains(": cache ")
+            && stderr.contains("verified before; size, mtime, ctime and inode unchanged since"),
         "{stderr}"
     );
     assert_nothing_left(&env);

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::Failure;
 use crate::cli::{ApprovalsCommand, Global, RemoteArgs};
+use crate::host::remote::{base_url, client};
 
 /// Connect plus full answer of one request to a remote server.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,43 +22,6 @@ pub async fn run(global: &Global, command: ApprovalsCommand) -> Result<i32, Fail
             deny: _,
             remote,
         } => reply(global, &Remote::from_args(&remote)?, &id, allow).await,
-    }
-}
-
-/// An HTTP client for one server: bounded by `timeout`; loopback servers are
-/// never reached through HTTP(S)_PROXY.
-pub(crate) fn client(url: &str, timeout: Duration) -> Result<reqwest::Client, String> {
-    crate::install_crypto_provider();
-    let loopback = reqwest::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .is_some_and(|h| {
-            h == "localhost"
-                || h.trim_matches(['[', ']'])
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        });
-    let mut builder = reqwest::Client::builder()
-        .user_agent(crate::user_agent())
-        .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .timeout(timeout);
-    if loopback {
-        builder = builder.no_proxy();
-    }
-    builder.build().map_err(|e| crate::error_chain(&e))
-}
-
-/// A URL flag's value, checked; trailing slashes dropped.
-pub(crate) fn base_url(value: &str, flag: &str) -> Result<String, Failure> {
-    let trimmed = value.trim().trim_end_matches('/');
-    match reqwest::Url::parse(trimmed) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
-            Ok(trimmed.to_string())
-        }
-        _ => Err(Failure {
-            message: format!("{flag} {value:?} is not an http(s) URL\nhint: pass something like http://127.0.0.1:8787"),
-            code: 2,
-        }),
     }
 }
 
@@ -290,7 +254,10 @@ mod tests {
             base_url("http://127.0.0.1:8787/", "--x").unwrap(),
             "http://127.0.0.1:8787"
         );
-        assert_eq!(base_url("127.0.0.1:8787", "--x").unwrap_err().code, 2);
+        assert_eq!(
+            base_url("127.0.0.1:8787", "--x").unwrap_err().exit_code(),
+            2
+        );
         assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
         assert_eq!(
             detail(&serde_json::json!({"code":"x","message":"no such"})),

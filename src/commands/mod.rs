@@ -30,6 +30,21 @@ impl From<crate::supply::resolve::ResolveError> for Failure {
     }
 }
 
+impl From<crate::host::HostError> for Failure {
+    fn from(e: crate::host::HostError) -> Self {
+        Failure {
+            code: e.exit_code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<crate::host::daemon::DaemonError> for Failure {
+    fn from(e: crate::host::daemon::DaemonError) -> Self {
+        crate::host::HostError::from(e).into()
+    }
+}
+
 impl From<crate::supply::download::DownloadError> for Failure {
     fn from(e: crate::supply::download::DownloadError) -> Self {
         crate::supply::resolve::ResolveError::from(e).into()
@@ -96,6 +111,49 @@ pub fn settings(global: &Global, bins: [Option<PathBuf>; 3]) -> Result<Settings,
                 .or_else(crate::supply::github::token_from_env),
         },
     })
+}
+
+/// `--run-id` / `OPENWRK_RUN_ID`, else a new UUIDv7.
+pub fn run_id(global: &Global) -> Result<String, Failure> {
+    match global.run_id.clone().filter(|s| !s.is_empty()) {
+        Some(id) => Ok(id),
+        None => crate::host::credentials::uuid_v7().map_err(|e| Failure {
+            message: e.to_string(),
+            code: 1,
+        }),
+    }
+}
+
+/// The unified log on stderr, as the global flags ask.
+pub fn logger(global: &Global, run_id: &str) -> crate::host::log::Logger {
+    use crate::host::log::{color_enabled, host_name, Context, LogSettings, Logger};
+    use std::io::IsTerminal;
+    Logger::stderr(LogSettings {
+        format: global.log_format.into(),
+        color: color_enabled(global.color.into(), std::io::stderr().is_terminal()),
+        verbose: global.verbose,
+        context: Context {
+            run_id: run_id.to_string(),
+            version: crate::VERSION.to_string(),
+            host_name: host_name(),
+        },
+    })
+}
+
+/// Runs a command that logs; with JSON logs a failure is a log record too, so
+/// the stream stays parseable to its last line.
+pub async fn logged(
+    global: &Global,
+    logger: &crate::host::log::Logger,
+    command: impl std::future::Future<Output = Result<i32, Failure>>,
+) -> Result<i32, Failure> {
+    match command.await {
+        Err(f) if global.log_format == crate::cli::LogFormat::Json => {
+            logger.error(&f.message);
+            Ok(f.code)
+        }
+        other => other,
+    }
 }
 
 fn seconds(flag: &str, value: f64) -> Result<std::time::Duration, Failure> {

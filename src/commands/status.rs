@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::approvals::base_url;
 use super::Failure;
 use crate::cli::{Global, StatusArgs};
 use crate::host::health::{Endpoint, Probe, Prober};
+use crate::host::remote::base_url;
 
 struct Checked {
     name: &'static str,

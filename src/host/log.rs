@@ -9,7 +9,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-
 /// How records are written (SPEC §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

@@ -7,10 +7,17 @@
 pub mod credentials;
 pub mod daemon;
 pub mod dashboard;
+mod error;
 #[cfg(unix)]
 pub mod guardian;
 pub mod health;
 pub mod log;
 pub mod process;
+pub mod readiness;
+pub mod remote;
+pub mod run;
+pub mod signals;
 pub mod supervise;
 pub mod workspaces;
+
+pub use error::HostError;

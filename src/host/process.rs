@@ -292,6 +292,21 @@ pub(crate) mod win {
     }
 }
 
+/// How a `std::process` child ended, like a shell says it.
+pub fn describe_exit(status: std::process::ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(s) = status.signal() {
+            return format!("killed by signal {s}");
+        }
+    }
+    match status.code() {
+        Some(c) => format!("exit status {c}"),
+        None => "unknown exit status".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

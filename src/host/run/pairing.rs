@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::commands::Failure;
+use crate::host::HostError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -162,7 +162,7 @@ pub fn log_path(data_dir: &Path, run_id: &str) -> PathBuf {
 }
 
 /// A run id names files, so it must be a plain file-name component.
-pub fn check_run_id(id: &str) -> Result<(), Failure> {
+pub fn check_run_id(id: &str) -> Result<(), HostError> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && id
@@ -172,22 +172,18 @@ pub fn check_run_id(id: &str) -> Result<(), Failure> {
     if ok {
         Ok(())
     } else {
-        Err(Failure {
-            message: format!("invalid run id `{id}`: use letters, digits, `-`, `_` and `.` (at most 128)\nhint: omit --run-id / OPENWRK_RUN_ID to get a generated UUIDv7"),
-            code: 2,
-        })
+        Err(HostError::Usage(format!("invalid run id `{id}`: use letters, digits, `-`, `_` and `.` (at most 128)\nhint: omit --run-id / OPENWRK_RUN_ID to get a generated UUIDv7")))
     }
 }
 
 /// Writes the record atomically with mode 0600.
-pub fn write_record(data_dir: &Path, record: &RunRecord) -> Result<PathBuf, Failure> {
+pub fn write_record(data_dir: &Path, record: &RunRecord) -> Result<PathBuf, HostError> {
     let path = record_path(data_dir, &record.run_id);
-    let fail = |e: std::io::Error| Failure {
-        message: format!(
+    let fail = |e: std::io::Error| {
+        HostError::Runtime(format!(
             "cannot write the run record {}: {e}\nhint: check that the data dir is writable",
             path.display()
-        ),
-        code: 1,
+        ))
     };
     crate::fsutil::create_private_dir_all(&runs_dir(data_dir)).map_err(fail)?;
     let json = serde_json::to_string_pretty(record).expect("a record serializes");
@@ -201,17 +197,18 @@ pub fn write_record(data_dir: &Path, record: &RunRecord) -> Result<PathBuf, Fail
     Ok(path)
 }
 
-pub fn read_record(path: &Path) -> Result<RunRecord, Failure> {
-    let bytes = std::fs::read(path).map_err(|e| Failure {
-        message: format!("cannot read the run record {}: {e}", path.display()),
-        code: 1,
+pub fn read_record(path: &Path) -> Result<RunRecord, HostError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        HostError::Runtime(format!(
+            "cannot read the run record {}: {e}",
+            path.display()
+        ))
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| Failure {
-        message: format!(
+    serde_json::from_slice(&bytes).map_err(|e| {
+        HostError::Config(format!(
             "the run record {} is not valid: {e}\nhint: remove it if that run is gone",
             path.display()
-        ),
-        code: 3,
+        ))
     })
 }
 

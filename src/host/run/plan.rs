@@ -5,13 +5,13 @@ use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::PathBuf;
 
-use crate::cli::{Approval, Global, StartArgs};
-use crate::commands::Failure;
+use super::{Approval, Options, RunConfig};
 use crate::host::credentials::Credentials;
 use crate::host::log::Logger;
 use crate::host::supervise::Spec;
+use crate::host::HostError;
 use crate::supply::manifest::{OPENCODE, OPENWORK_SERVER, OWPENBOT};
-use crate::supply::resolve::Resolved;
+use crate::supply::resolve::{Resolved, Resolver};
 
 const DEFAULT_OPENWORK_PORT: u16 = 8787;
 const LOOPBACK: &str = "127.0.0.1";
@@ -50,7 +50,7 @@ pub struct Plan {
     pub owpenbot_port: Option<u16>,
     pub connect_host: String,
     pub bins: Binaries,
-    pub args: StartArgs,
+    pub options: Options,
     /// Held per sidecar so that no two free ports collide and nobody takes
     /// them before the child binds.
     reserved: Vec<(&'static str, TcpListener)>,
@@ -115,7 +115,10 @@ impl Plan {
     }
 
     pub fn authorization(&self) -> String {
-        crate::host::credentials::basic_auth(&self.creds.opencode_username, &self.creds.opencode_password)
+        crate::host::credentials::basic_auth(
+            &self.creds.opencode_username,
+            &self.creds.opencode_password,
+        )
     }
 
     fn spec(&self, name: &'static str, binary: &Resolved, args: Vec<String>) -> Spec {
@@ -145,7 +148,7 @@ impl Plan {
             "--log-level".into(),
             "INFO".into(),
         ];
-        for origin in &self.args.cors {
+        for origin in &self.options.cors {
             args.push("--cors".into());
             args.push(origin.clone());
         }
@@ -165,7 +168,7 @@ impl Plan {
 
     pub fn openwork_spec(&self) -> Spec {
         let workspace = self.workspace.display().to_string();
-        let approval = match self.args.approval {
+        let approval = match self.options.approval {
             Approval::Manual => "manual",
             Approval::Auto => "auto",
         };
@@ -177,7 +180,7 @@ impl Plan {
             "--approval".into(),
             approval.into(),
             "--approval-timeout".into(),
-            self.args.approval_timeout.to_string(),
+            self.options.approval_timeout.to_string(),
             "--opencode-base-url".into(),
             self.opencode_public_url(),
             "--opencode-directory".into(),
@@ -185,11 +188,11 @@ impl Plan {
             "--workspace".into(),
             workspace,
         ];
-        if !self.args.cors.is_empty() {
+        if !self.options.cors.is_empty() {
             args.push("--cors".into());
-            args.push(self.args.cors.join(","));
+            args.push(self.options.cors.join(","));
         }
-        if self.args.read_only {
+        if self.options.read_only {
             args.push("--read-only".into());
         }
         let mut spec = self.spec(OPENWORK_SERVER, &self.bins.openwork, args);
@@ -205,7 +208,7 @@ impl Plan {
                 self.creds.opencode_password.clone(),
             ),
         ]);
-        if self.args.no_log_requests {
+        if self.options.no_log_requests {
             spec.env.push(("OPENWORK_LOG_REQUESTS".into(), "0".into()));
         }
         spec
@@ -243,11 +246,11 @@ impl Plan {
 
 /// Decides everything but does not start anything.
 pub async fn prepare(
-    global: &Global,
-    args: &StartArgs,
-    run_id: &str,
+    config: &RunConfig,
+    resolver: &Resolver,
     logger: &Logger,
-) -> Result<Plan, Failure> {
+) -> Result<Plan, HostError> {
+    let args = &config.options;
     let workspace = workspace(args)?;
     let creds = Credentials::fill(
         &args.opencode_username,
@@ -255,10 +258,7 @@ pub async fn prepare(
         args.openwork_token.as_deref(),
         args.host_token.as_deref(),
     )
-    .map_err(|e| Failure {
-        message: e.to_string(),
-        code: 1,
-    })?;
+    .map_err(|e| HostError::Runtime(e.to_string()))?;
     logger.add_secrets(creds.secrets());
 
     let listen_host = |given: &str| {
@@ -308,39 +308,36 @@ pub async fn prepare(
         }),
         _ => LOOPBACK.to_string(),
     };
-    let data_dir = crate::commands::data_dir(global)?;
-    let bins = resolve(global, args, logger).await?;
+    let bins = resolve(resolver, args, logger).await?;
     Ok(Plan {
-        run_id: run_id.to_string(),
+        run_id: config.run_id.clone(),
         workspace,
-        data_dir,
+        data_dir: config.data_dir.clone(),
         creds,
         opencode,
         openwork,
         owpenbot_port,
         connect_host,
         bins,
-        args: args.clone(),
+        options: args.clone(),
         reserved,
     })
 }
 
-fn workspace(args: &StartArgs) -> Result<PathBuf, Failure> {
+fn workspace(args: &Options) -> Result<PathBuf, HostError> {
     let given = match &args.workspace {
         Some(w) => w.clone(),
-        None => std::env::current_dir().map_err(|e| Failure {
-            message: format!("cannot read the current directory: {e}\nhint: pass --workspace DIR"),
-            code: 2,
+        None => std::env::current_dir().map_err(|e| {
+            HostError::Usage(format!(
+                "cannot read the current directory: {e}\nhint: pass --workspace DIR"
+            ))
         })?,
     };
     let canonical = given.canonicalize().ok().filter(|p| p.is_dir());
-    canonical.ok_or_else(|| Failure {
-        message: format!(
+    canonical.ok_or_else(|| HostError::Usage(format!(
             "workspace {} is not an existing directory\nhint: pass --workspace DIR (or OPENWRK_WORKSPACE) with a directory that exists",
             given.display()
-        ),
-        code: 2,
-    })
+        )))
 }
 
 /// Binds the port to prove it is free and keeps it until the child starts.
@@ -354,37 +351,25 @@ fn reserve(
     preferred: Option<u16>,
     (flag, env): (&str, &str),
     reserved: &mut Vec<(&'static str, TcpListener)>,
-) -> Result<Listen, Failure> {
+) -> Result<Listen, HostError> {
     let bind = |port: u16| TcpListener::bind((host, port));
     let listener = match explicit {
         // An explicit 0 asks for any free port, skipping the preferred one.
-        Some(0) => bind(0).map_err(|e| Failure {
-            message: format!("cannot find a free port on {host}: {e}\nhint: check the listen host"),
-            code: 2,
-        })?,
-        Some(port) => bind(port).map_err(|e| Failure {
-            message: if e.kind() == std::io::ErrorKind::AddrInUse {
+        Some(0) => bind(0).map_err(|e| HostError::Usage(format!("cannot find a free port on {host}: {e}\nhint: check the listen host")))?,
+        Some(port) => bind(port).map_err(|e| HostError::Usage(if e.kind() == std::io::ErrorKind::AddrInUse {
                 format!("port {port} is in use ({flag} / {env})\nhint: stop whatever listens on {host}:{port}, or pass another {flag} (omit it to pick a free port)")
             } else {
                 format!("cannot listen on {host}:{port} ({flag} / {env}): {e}\nhint: check the host and port")
-            },
-            code: 2,
-        })?,
+            }))?,
         None => preferred
             .and_then(|p| bind(p).ok())
             .map_or_else(|| bind(0), Ok)
-            .map_err(|e| Failure {
-                message: format!("cannot find a free port on {host}: {e}\nhint: check the listen host, or pass {flag}"),
-                code: 2,
-            })?,
+            .map_err(|e| HostError::Usage(format!("cannot find a free port on {host}: {e}\nhint: check the listen host, or pass {flag}")))?,
     };
     let port = listener
         .local_addr()
         .map(|a| a.port())
-        .map_err(|e| Failure {
-            message: format!("cannot read the port bound on {host}: {e}"),
-            code: 1,
-        })?;
+        .map_err(|e| HostError::Runtime(format!("cannot read the port bound on {host}: {e}")))?;
     reserved.push((name, listener));
     Ok(Listen {
         host: host.to_string(),
@@ -428,25 +413,11 @@ fn first_non_loopback_ipv4() -> Option<String> {
 }
 
 /// Resolves (and verifies) each sidecar through the shared resolver.
-async fn resolve(global: &Global, args: &StartArgs, logger: &Logger) -> Result<Binaries, Failure> {
-    let owpenbot_bin = if args.no_owpenbot {
-        None
-    } else {
-        args.owpenbot_bin.clone()
-    };
-    let settings = crate::commands::settings(
-        global,
-        [
-            args.opencode_bin.clone(),
-            args.openwork_server_bin.clone(),
-            owpenbot_bin,
-        ],
-    )?;
-    let resolver = crate::commands::resolver(
-        global,
-        settings,
-        crate::commands::progress::Lines::Log(logger.clone()),
-    )?;
+async fn resolve(
+    resolver: &Resolver,
+    args: &Options,
+    logger: &Logger,
+) -> Result<Binaries, HostError> {
     let mut names = vec![OPENCODE, OPENWORK_SERVER];
     if !args.no_owpenbot {
         names.push(OWPENBOT);
@@ -457,16 +428,12 @@ async fn resolve(global: &Global, args: &StartArgs, logger: &Logger) -> Result<B
         None
     };
     let resolve_one = |name: &'static str| {
-        let (resolver, loaded) = (&resolver, loaded.as_ref());
+        let loaded = loaded.as_ref();
         async move {
             let r = resolver.resolve(name, loaded).await?;
-            let line = describe(&r);
-            if global.verbose {
-                logger.info(&line);
-            } else {
-                logger.debug(&line);
-            }
-            Ok::<_, Failure>(r)
+            // `--verbose`: where each sidecar comes from and how it was verified.
+            logger.debug(&r.describe());
+            Ok::<_, HostError>(r)
         }
     };
     Ok(Binaries {
@@ -478,22 +445,6 @@ async fn resolve(global: &Global, args: &StartArgs, logger: &Logger) -> Result<B
             Some(resolve_one(OWPENBOT).await?)
         },
     })
-}
-
-/// Where a sidecar comes from and how it was verified (`--verbose`).
-fn describe(r: &Resolved) -> String {
-    let how = match r.verified {
-        "warm" => "verified (its cache record matches; not rehashed)",
-        "sha256" => "verified (sha256 matches the manifest)",
-        _ => "not verified (external binary)",
-    };
-    format!(
-        "{}: source {}, version {}, path {}, {how}",
-        r.name,
-        r.origin.as_str(),
-        r.version,
-        r.path.display()
-    )
 }
 
 #[cfg(test)]
@@ -513,21 +464,29 @@ mod tests {
     }
 
     fn plan(remote: bool) -> Plan {
-        use clap::Parser as _;
-        let mut argv = vec![
-            "openwrk",
-            "serve",
-            "--cors",
-            "https://a.example,https://b.example",
-            "--read-only",
-            "--no-log-requests",
-        ];
-        if remote {
-            argv.push("--remote-access");
-        }
-        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-        let crate::cli::Command::Serve(args) = cli.command else {
-            unreachable!()
+        let options = Options {
+            workspace: None,
+            opencode_host: LOOPBACK.into(),
+            opencode_port: None,
+            opencode_username: "opencode".into(),
+            opencode_password: None,
+            openwork_host: LOOPBACK.into(),
+            remote_access: remote,
+            openwork_port: None,
+            openwork_token: None,
+            host_token: None,
+            approval: Approval::Manual,
+            approval_timeout: 30000,
+            read_only: true,
+            cors: vec!["https://a.example".into(), "https://b.example".into()],
+            connect_host: None,
+            no_owpenbot: false,
+            owpenbot_required: false,
+            owpenbot_health_port: None,
+            no_log_requests: true,
+            startup_timeout: 60,
+            check: false,
+            check_events: false,
         };
         Plan {
             run_id: "run-1".into(),
@@ -549,7 +508,7 @@ mod tests {
                 openwork: resolved(OPENWORK_SERVER),
                 owpenbot: Some(resolved(OWPENBOT)),
             },
-            args: *args,
+            options,
             reserved: Vec::new(),
         }
     }
@@ -644,8 +603,8 @@ mod tests {
         )
         .err()
         .unwrap();
-        assert_eq!(err.code, 2);
-        assert!(err.message.starts_with(&format!(
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().starts_with(&format!(
             "port {port} is in use (--openwork-port / OPENWRK_OPENWORK_PORT)"
         )));
         // Not given: the preferred port when free, else any free one.
