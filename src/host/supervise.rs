@@ -255,7 +255,7 @@ impl Child {
 
     /// Sends `sig` to the child's whole process group.
     pub fn signal_group(&self, sig: i32) {
-        signal_group(self.pid, sig);
+        crate::host::process::signal_group(self.pid, sig);
     }
 }
 
@@ -421,118 +421,6 @@ mod guarded {
     }
 }
 
-/// Sends `sig` to process group `pgid`; a group that is gone is not an error.
-pub fn signal_group(pgid: u32, sig: i32) {
-    #[cfg(unix)]
-    if let Ok(p) = libc::pid_t::try_from(pgid) {
-        if p > 0 {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe {
-                libc::kill(-p, sig);
-            }
-        }
-    }
-    // Windows: no groups and no SIGTERM; the job object takes the rest.
-    #[cfg(windows)]
-    {
-        let _ = sig;
-        crate::host::process::win::terminate(pgid);
-    }
-    #[cfg(not(any(unix, windows)))]
-    let _ = (pgid, sig);
-}
-
-/// Sends `sig` to one process.
-pub fn signal_pid(pid: u32, sig: i32) {
-    #[cfg(unix)]
-    if let Ok(p) = libc::pid_t::try_from(pid) {
-        if p > 0 {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe {
-                libc::kill(p, sig);
-            }
-        }
-    }
-    #[cfg(windows)]
-    {
-        let _ = sig;
-        crate::host::process::win::terminate(pid);
-    }
-    #[cfg(not(any(unix, windows)))]
-    let _ = (pid, sig);
-}
-
-/// Whether a process exists (whoever owns it) and is not a zombie waiting
-/// to be reaped.
-pub fn is_alive(pid: u32) -> bool {
-    #[cfg(unix)]
-    {
-        let Ok(p) = libc::pid_t::try_from(pid) else {
-            return false;
-        };
-        // SAFETY: signal 0 only checks for existence.
-        let exists = p > 0
-            && (unsafe { libc::kill(p, 0) } == 0
-                // Another user's process exists too (a reused pid, say).
-                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
-        if !exists {
-            return false;
-        }
-        #[cfg(target_os = "linux")]
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.trim_start().chars().next());
-            return state != Some('Z');
-        }
-        true
-    }
-    #[cfg(windows)]
-    return crate::host::process::win::is_alive(pid);
-    #[cfg(not(any(unix, windows)))]
-    {
-        let _ = pid;
-        false
-    }
-}
-
-/// Whether any live (non-zombie) process is left in group `pgid`. Zombies
-/// count as gone: an orphan nobody reaps (a container whose init does not)
-/// would otherwise look alive forever.
-pub fn group_alive(pgid: u32) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return false;
-        };
-        entries.flatten().any(|e| {
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                return false;
-            };
-            let mut fields = rest.split_whitespace();
-            let state = fields.next();
-            let pgrp = fields.nth(1).and_then(|f| f.parse::<u32>().ok());
-            pgrp == Some(pgid) && state != Some("Z")
-        })
-    }
-    #[cfg(all(unix, not(target_os = "linux")))]
-    {
-        let Ok(p) = libc::pid_t::try_from(pgid) else {
-            return false;
-        };
-        // SAFETY: signal 0 only checks for existence.
-        p > 0 && unsafe { libc::kill(-p, 0) } == 0
-    }
-    #[cfg(windows)]
-    return crate::host::process::win::is_alive(pgid);
-    #[cfg(not(any(unix, windows)))]
-    {
-        let _ = pgid;
-        false
-    }
-}
-
 async fn forward<R: AsyncRead + Unpin>(
     pipe: R,
     logger: Logger,
@@ -594,7 +482,7 @@ pub async fn stop_all(children: &[Arc<Child>], grace: Duration, logger: &Logger)
     .await;
     for c in children {
         // Grandchildren left in a group outlive their leader otherwise.
-        if group_alive(c.pid) {
+        if crate::host::process::group_alive(c.pid) {
             c.signal_group(SIGKILL);
         }
         c.drain_output(Duration::from_millis(300)).await;

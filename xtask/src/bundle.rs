@@ -604,7 +604,7 @@ pub fn remove_stale_work_dirs(parent: &Path, note: &dyn Fn(String)) {
         // Leftovers from before the pid was part of the name count as stale too.
         let owner = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
         if owner
-            .is_some_and(|pid| pid == std::process::id() || openwrk::host::supervise::is_alive(pid))
+            .is_some_and(|pid| pid == std::process::id() || openwrk::host::process::is_alive(pid))
         {
             continue;
         }

@@ -10,7 +10,7 @@ use super::{
     LOCK_FILE, POLL, TOKEN_FILE,
 };
 use crate::host::process;
-use crate::host::supervise::{self, SIGKILL, SIGTERM, STOP_GRACE};
+use crate::host::supervise::{SIGKILL, SIGTERM, STOP_GRACE};
 use crate::host::workspaces::Store;
 use crate::host::HostError;
 
@@ -87,7 +87,7 @@ pub async fn stop(data_dir: &Path) -> Result<Stopped, HostError> {
             .is_some_and(|p| process::is_same(p, oc.process_start))
     };
     let alive = || is_running(&data_dir).unwrap_or(false) || oc_ours();
-    supervise::signal_pid(record.pid, SIGTERM);
+    process::signal_pid(record.pid, SIGTERM);
     let deadline = Instant::now() + STOP_GRACE + Duration::from_secs(3);
     while alive() && Instant::now() < deadline {
         tokio::time::sleep(POLL).await;
@@ -95,10 +95,10 @@ pub async fn stop(data_dir: &Path) -> Result<Stopped, HostError> {
     let mut needed_sigkill = false;
     if alive() {
         if process::is_same(record.pid, record.process_start) {
-            supervise::signal_pid(record.pid, SIGKILL);
+            process::signal_pid(record.pid, SIGKILL);
         }
         if let Some(p) = oc.pid.filter(|_| oc_ours()) {
-            supervise::signal_group(p, SIGKILL);
+            process::signal_group(p, SIGKILL);
         }
         // OpenCode's guardian then stops what OpenCode left (well within 3 s).
         let deadline = Instant::now() + Duration::from_secs(3);

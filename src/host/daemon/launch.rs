@@ -9,8 +9,9 @@ use super::{
     is_running, log_path, read_record, DaemonConfig, DaemonRecord, LOCK_FILE, LOG_ENV, POLL,
 };
 use crate::host::log::Logger;
+use crate::host::process;
 use crate::host::signals::Signals;
-use crate::host::supervise::{self, SIGTERM};
+use crate::host::supervise::SIGTERM;
 use crate::host::HostError;
 use crate::supply::resolve::Resolver;
 
@@ -92,7 +93,7 @@ pub async fn launch(
             });
         }
         if Instant::now() > deadline {
-            supervise::signal_pid(child.id(), SIGTERM);
+            process::signal_pid(child.id(), SIGTERM);
             return Err(HostError::Runtime(format!(
                 "the daemon did not become ready in time; stopped it\n  log: {}\nhint: the log says where it got stuck",
                 log.display()
@@ -102,7 +103,7 @@ pub async fn launch(
             _ = tokio::time::sleep(POLL) => {}
             (n, name) = signals.recv() => {
                 logger.info(&format!("received {name}; stopping the daemon"));
-                supervise::signal_pid(child.id(), SIGTERM);
+                process::signal_pid(child.id(), SIGTERM);
                 let _ = tokio::task::spawn_blocking(move || child.wait()).await;
                 return Ok(Launched::Interrupted(128 + n));
             }

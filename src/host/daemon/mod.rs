@@ -6,6 +6,7 @@
 
 mod api;
 mod control;
+mod files;
 mod foreground;
 mod keeper;
 mod launch;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use api::*;
 pub use control::{dispose, status, stop, Disposed, Status, Stopped};
+pub use files::*;
 pub use foreground::run as run_foreground;
 pub use launch::{launch, Launched};
 

@@ -11,7 +11,7 @@ use super::{plan, RunConfig, RunOutput, BACKGROUND_GRACE, SUPERVISOR_ENV};
 use crate::host::log::Logger;
 use crate::host::process;
 use crate::host::signals::Signals;
-use crate::host::supervise::{self, SIGKILL, SIGTERM, STOP_GRACE};
+use crate::host::supervise::{SIGKILL, SIGTERM, STOP_GRACE};
 use crate::host::HostError;
 use crate::supply::resolve::Resolver;
 
@@ -107,7 +107,7 @@ impl Background {
     /// Asks the supervisor to stop everything.
     pub(super) fn stop(&mut self) {
         self.stdin = None;
-        supervise::signal_pid(self.child.id(), SIGTERM);
+        process::signal_pid(self.child.id(), SIGTERM);
     }
 
     /// Waits (bounded) for the supervisor to finish stopping.
@@ -119,7 +119,7 @@ impl Background {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        supervise::signal_pid(self.child.id(), SIGKILL);
+        process::signal_pid(self.child.id(), SIGKILL);
         self.child.wait().ok()
     }
 
@@ -191,8 +191,8 @@ impl Recorded {
             return;
         }
         match self.kind {
-            Kind::Sidecar => supervise::signal_group(self.pid, sig),
-            _ => supervise::signal_pid(self.pid, sig),
+            Kind::Sidecar => process::signal_group(self.pid, sig),
+            _ => process::signal_pid(self.pid, sig),
         }
     }
 }

@@ -3,8 +3,7 @@
 //! `Range`, refuses oversized bodies, verifies, then fsyncs and renames.
 
 use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -12,248 +11,23 @@ use reqwest::header::{ACCEPT_RANGES, CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 
+mod config;
+mod error;
+mod part;
+
+pub use config::{DownloadConfig, Expected};
+pub use error::{DownloadError, ExpectedSize};
+use part::PartFile;
+
 use crate::error_chain;
 use crate::supply::digest::FileDigest;
 use crate::supply::events::{Event, Notice, Reporter};
 use crate::supply::github::ResetTime;
 use crate::supply::ratelimit;
 
-#[derive(Debug, Clone)]
-pub struct DownloadConfig {
-    pub connect_timeout: Duration,
-    /// Longest wait for the next byte of a body (or for response headers).
-    pub idle_timeout: Duration,
-    /// Retries after the first attempt.
-    pub retries: u32,
-    /// First backoff; doubles each retry, plus up to 50% jitter.
-    pub backoff: Duration,
-    /// Extra trusted roots (PEM), from `OPENWRK_CA_BUNDLE`.
-    pub ca_bundle: Option<PathBuf>,
-}
-
-impl Default for DownloadConfig {
-    fn default() -> Self {
-        DownloadConfig {
-            connect_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-            retries: 4,
-            backoff: Duration::from_millis(250),
-            ca_bundle: None,
-        }
-    }
-}
-
-impl DownloadConfig {
-    /// Defaults overridden by `OPENWRK_CONNECT_TIMEOUT`, `OPENWRK_IDLE_TIMEOUT`
-    /// (seconds), `OPENWRK_RETRY_BACKOFF_MS` and `OPENWRK_CA_BUNDLE`.
-    pub fn from_env() -> Result<Self, DownloadError> {
-        let mut c = DownloadConfig::default();
-        let num = |key: &str| -> Result<Option<f64>, DownloadError> {
-            match std::env::var(key) {
-                Ok(v) if !v.trim().is_empty() => v
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|n| n.is_finite() && *n >= 0.0)
-                    .map(Some)
-                    .ok_or_else(|| {
-                        DownloadError::Config(format!("{key}=`{v}` is not a number of seconds"))
-                    }),
-                _ => Ok(None),
-            }
-        };
-        if let Some(s) = num("OPENWRK_CONNECT_TIMEOUT")? {
-            c.connect_timeout = Duration::from_secs_f64(s);
-        }
-        if let Some(s) = num("OPENWRK_IDLE_TIMEOUT")? {
-            c.idle_timeout = Duration::from_secs_f64(s);
-        }
-        if let Some(ms) = num("OPENWRK_RETRY_BACKOFF_MS")? {
-            c.backoff = Duration::from_secs_f64(ms / 1000.0);
-        }
-        c.ca_bundle = std::env::var_os("OPENWRK_CA_BUNDLE")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
-        Ok(c)
-    }
-}
-
-/// What the downloaded bytes must be; `None` fields are not checked.
-#[derive(Debug, Clone, Default)]
-pub struct Expected {
-    pub sha256: Option<String>,
-    pub size: Option<u64>,
-    /// Most bytes accepted when `size` is unknown (manifests, signatures).
-    pub limit: Option<u64>,
-}
-
-impl Expected {
-    /// A small file of unknown size: at most `limit` bytes.
-    pub fn at_most(limit: u64) -> Expected {
-        Expected {
-            limit: Some(limit),
-            ..Expected::default()
-        }
-    }
-
-    /// Exactly these bytes.
-    pub fn exactly(sha256: Option<String>, size: u64) -> Expected {
-        Expected {
-            sha256,
-            size: Some(size),
-            limit: None,
-        }
-    }
-
-    fn cap(&self) -> Option<u64> {
-        self.size.or(self.limit)
-    }
-}
-
 /// Below this many bytes per idle-timeout window a body counts as stalled
 /// (a slow drip never trips a plain idle timeout).
 const MIN_BYTES_PER_WINDOW: u64 = 1024;
-
-#[derive(Debug, thiserror::Error)]
-pub enum DownloadError {
-    #[error("invalid download settings: {0}")]
-    Config(String),
-    #[error("could not reach {url}: {cause} (after {attempts} attempts)\nhint: check the network, proxy settings (HTTPS_PROXY) and the URL; a mirror can be set with --sidecar-base-url")]
-    Connect {
-        url: String,
-        cause: String,
-        attempts: u32,
-    },
-    #[error("no data from {url} for {secs}s (after {attempts} attempts)\nhint: the server stalled; raise OPENWRK_IDLE_TIMEOUT or try a closer mirror")]
-    Idle {
-        url: String,
-        secs: u64,
-        attempts: u32,
-    },
-    #[error("{url} sends less than 1 KiB per {secs} s (after {attempts} attempts)\nhint: the server is stalling; raise OPENWRK_IDLE_TIMEOUT or try a closer mirror")]
-    Stalled {
-        url: String,
-        secs: f64,
-        attempts: u32,
-    },
-    #[error("the TLS certificate of {url} is not trusted: {cause}\nhint: if it comes from a private or corporate CA (a TLS-inspecting proxy, an internal mirror), pass that CA's certificate with --ca-bundle FILE or OPENWRK_CA_BUNDLE=FILE (PEM); otherwise something is intercepting the connection")]
-    Certificate { url: String, cause: String },
-    #[error("{url} not found (HTTP {status})\nhint: the release or mirror does not have this file; check the version and --sidecar-base-url")]
-    NotFound { url: String, status: u16 },
-    #[error("{url} is rate limited (HTTP {status}){reset}\nhint: set GITHUB_TOKEN (or GH_TOKEN), wait, or use a mirror")]
-    RateLimited {
-        url: String,
-        status: u16,
-        reset: ResetTime,
-    },
-    #[error("{url} failed with HTTP {status} (after {attempts} attempts)\nhint: the server is failing; try again later or use a mirror")]
-    Status {
-        url: String,
-        status: u16,
-        attempts: u32,
-    },
-    #[error("download of {url} was cut short: got {got} of {} bytes ({cause}; after {attempts} attempts)\nhint: the connection keeps dropping; try again or use a mirror; nothing was kept", expected.map_or("the announced".to_string(), |n| n.to_string()))]
-    Truncated {
-        url: String,
-        got: u64,
-        expected: Option<u64>,
-        cause: String,
-        attempts: u32,
-    },
-    #[error("{url} announces or sends more than the {limit} bytes expected\nhint: the server serves a different file than the manifest names; nothing was kept")]
-    TooLong { url: String, limit: u64 },
-    #[error("{url} announces {announced} bytes, but the manifest says {expected}\nhint: the server serves a different file than the manifest names; nothing was kept")]
-    LengthMismatch {
-        url: String,
-        expected: u64,
-        announced: u64,
-    },
-    #[error("size mismatch for {asset}\n  url:      {url}\n  expected: {expected} bytes\n  actual:   {actual} bytes\nhint: the server serves a different file than the manifest names; nothing was kept")]
-    SizeMismatch {
-        asset: String,
-        url: String,
-        expected: u64,
-        actual: u64,
-    },
-    #[error("sha256 mismatch for {asset}\n  url:      {url}\n  expected: {expected}{expected_size}\n  actual:   {actual}  ({actual_size} bytes)\nhint: the server serves a different file than the manifest names; nothing was kept")]
-    DigestMismatch {
-        asset: String,
-        url: String,
-        expected: String,
-        expected_size: ExpectedSize,
-        actual: String,
-        actual_size: u64,
-    },
-    #[error(
-        "cannot write {path}: {source}\nhint: check free space and permissions of that directory"
-    )]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// "  (N bytes)" when the size is known.
-#[derive(Debug, Clone)]
-pub struct ExpectedSize(pub Option<u64>);
-
-impl std::fmt::Display for ExpectedSize {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(n) => write!(f, "  ({n} bytes)"),
-            None => Ok(()),
-        }
-    }
-}
-
-impl DownloadError {
-    /// SPEC §9: wrong bytes 5, a local disk full or not writable 1, bad
-    /// settings 3, anything on the network 4.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            e if e.is_verification() => 5,
-            DownloadError::Io { .. } => 1,
-            DownloadError::Config(_) => 3,
-            _ => 4,
-        }
-    }
-
-    /// Strips the userinfo of every URL the error shows (SPEC §8).
-    pub fn hide_credentials(&mut self) {
-        use crate::sanitize::strip_userinfo;
-        match self {
-            DownloadError::Connect { url, cause, .. }
-            | DownloadError::Certificate { url, cause }
-            | DownloadError::Truncated { url, cause, .. } => {
-                *url = strip_userinfo(url);
-                *cause = strip_userinfo(cause);
-            }
-            DownloadError::Idle { url, .. }
-            | DownloadError::Stalled { url, .. }
-            | DownloadError::NotFound { url, .. }
-            | DownloadError::RateLimited { url, .. }
-            | DownloadError::Status { url, .. }
-            | DownloadError::TooLong { url, .. }
-            | DownloadError::LengthMismatch { url, .. }
-            | DownloadError::SizeMismatch { url, .. }
-            | DownloadError::DigestMismatch { url, .. } => *url = strip_userinfo(url),
-            DownloadError::Config(text) => *text = strip_userinfo(text),
-            DownloadError::Io { .. } => {}
-        }
-    }
-
-    /// True when the bytes arrived but are not the ones expected (exit code 5).
-    pub fn is_verification(&self) -> bool {
-        matches!(
-            self,
-            DownloadError::SizeMismatch { .. }
-                | DownloadError::DigestMismatch { .. }
-                | DownloadError::TooLong { .. }
-                | DownloadError::LengthMismatch { .. }
-        )
-    }
-}
 
 /// One attempt's failure, and whether another attempt may help.
 enum Attempt {
@@ -768,74 +542,6 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
         .unwrap_or(0) as u64;
     let jitter = exp.as_nanos() as u64 / 2;
     exp + Duration::from_nanos(if jitter == 0 { 0 } else { nanos % jitter })
-}
-
-/// `.<name>.part-<pid>` beside the destination; removed on drop unless persisted.
-struct PartFile {
-    path: PathBuf,
-    file: Option<File>,
-}
-
-impl PartFile {
-    fn create(dest: &Path) -> Result<PartFile, DownloadError> {
-        let dir = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = dest.file_name().unwrap_or_default().to_string_lossy();
-        let path = dir.join(format!(".{name}.part-{}", std::process::id()));
-        let io = |source| DownloadError::Io {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let file = File::create(&path).map_err(io)?;
-        Ok(PartFile {
-            path,
-            file: Some(file),
-        })
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> Result<(), Attempt> {
-        let file = self.file.as_mut().expect("open until persisted");
-        file.write_all(bytes).map_err(|source| {
-            Attempt::Fatal(DownloadError::Io {
-                path: self.path.clone(),
-                source,
-            })
-        })
-    }
-
-    fn truncate(&mut self) -> Result<(), DownloadError> {
-        let file = self.file.as_mut().expect("open until persisted");
-        let io = |source| DownloadError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        file.set_len(0).map_err(io)?;
-        std::io::Seek::rewind(file).map_err(io)
-    }
-
-    fn persist(mut self, dest: &Path) -> Result<(), DownloadError> {
-        let file = self.file.take().expect("open until persisted");
-        let io = |source| DownloadError::Io {
-            path: dest.to_path_buf(),
-            source,
-        };
-        file.sync_all().map_err(io)?;
-        drop(file);
-        std::fs::rename(&self.path, dest).map_err(io)?;
-        crate::fsutil::sync_dir(dest.parent().unwrap_or(Path::new(".")));
-        Ok(())
-    }
-}
-
-impl Drop for PartFile {
-    fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
 }
 
 #[cfg(test)]
