@@ -11,12 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{json, Value};
+use axum::Router;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// Switches a test flips to make the host misbehave. Counters count down per request.
@@ -81,19 +80,19 @@ impl FakeRelease {
     }
 }
 
-struct Stored {
-    release: FakeRelease,
+pub(crate) struct Stored {
+    pub(crate) release: FakeRelease,
     /// asset name → (sha256 hex, size)
-    digests: BTreeMap<String, (String, u64)>,
+    pub(crate) digests: BTreeMap<String, (String, u64)>,
 }
 
-struct Shared {
-    base: String,
-    repos: Mutex<BTreeMap<String, Vec<Stored>>>,
-    mirror_dir: Option<PathBuf>,
-    faults: Faults,
-    requests: AtomicU64,
-    log: Mutex<Vec<String>>,
+pub(crate) struct Shared {
+    pub(crate) base: String,
+    pub(crate) repos: Mutex<BTreeMap<String, Vec<Stored>>>,
+    pub(crate) mirror_dir: Option<PathBuf>,
+    pub(crate) faults: Faults,
+    pub(crate) requests: AtomicU64,
+    pub(crate) log: Mutex<Vec<String>>,
 }
 
 /// The running server. Dropping it stops it.
@@ -162,6 +161,7 @@ impl ReleaseHost {
             log: Mutex::default(),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        use crate::github_api::{latest_release, list_releases, release_by_tag};
         let app = Router::new()
             .route("/api/repos/{owner}/{repo}/releases", get(list_releases))
             .route(
@@ -319,7 +319,7 @@ async fn count_requests(
 
 /// A 429 with the `Retry-After` / `x-ratelimit-reset` the faults ask for.
 fn too_many_requests(faults: &Faults) -> Response {
-    let mut r = api_error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
+    let mut r = crate::github_api::api_error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
     let h = r.headers_mut();
     if let Some(v) = faults.retry_after.lock().unwrap().clone() {
         h.insert(header::RETRY_AFTER, HeaderValue::from_str(&v).unwrap());
@@ -338,146 +338,6 @@ fn too_many_requests(faults: &Faults) -> Response {
         );
     }
     r
-}
-
-fn release_json(shared: &Shared, repo: &str, stored: &Stored) -> Value {
-    let faults = &shared.faults;
-    let assets: Vec<Value> = stored
-        .release
-        .assets
-        .iter()
-        .map(|a| {
-            let (sha, size) = &stored.digests[&a.name];
-            let mut asset = json!({
-                "name": a.name,
-                "size": size,
-                "browser_download_url": format!("{}/{repo}/releases/download/{}/{}", shared.base, stored.release.tag, a.name),
-            });
-            if faults.wrong_digest.load(Ordering::SeqCst) {
-                asset["digest"] = json!(format!("sha256:{}", "0".repeat(64)));
-            } else if !faults.no_digest.load(Ordering::SeqCst) {
-                asset["digest"] = json!(format!("sha256:{sha}"));
-            }
-            asset
-        })
-        .collect();
-    json!({
-        "tag_name": stored.release.tag,
-        "name": stored.release.tag,
-        "draft": stored.release.draft,
-        "prerelease": stored.release.prerelease,
-        "assets": assets,
-    })
-}
-
-fn api_error(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        Json(json!({ "message": message, "documentation_url": "https://docs.github.com/rest" })),
-    )
-        .into_response()
-}
-
-fn rate_limited(shared: &Shared) -> Option<Response> {
-    if !shared.faults.rate_limited.load(Ordering::SeqCst) {
-        return None;
-    }
-    let reset = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 17 * 60;
-    let mut r = api_error(
-        StatusCode::FORBIDDEN,
-        "API rate limit exceeded for 127.0.0.1.",
-    );
-    let h = r.headers_mut();
-    h.insert("x-ratelimit-limit", HeaderValue::from_static("60"));
-    h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
-    h.insert(
-        "x-ratelimit-reset",
-        HeaderValue::from_str(&reset.to_string()).unwrap(),
-    );
-    Some(r)
-}
-
-async fn list_releases(
-    State(shared): State<Arc<Shared>>,
-    UrlPath((owner, repo)): UrlPath<(String, String)>,
-    Query(q): Query<BTreeMap<String, String>>,
-) -> Response {
-    if let Some(r) = rate_limited(&shared) {
-        return r;
-    }
-    let key = format!("{owner}/{repo}");
-    let repos = shared.repos.lock().unwrap();
-    let Some(releases) = repos.get(&key) else {
-        return api_error(StatusCode::NOT_FOUND, "Not Found");
-    };
-    let per_page: usize = q
-        .get("per_page")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30)
-        .clamp(1, 100);
-    let page: usize = q
-        .get("page")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-        .max(1);
-    // GitHub lists newest first; ours are in publication order.
-    let all: Vec<Value> = releases
-        .iter()
-        .rev()
-        .map(|s| release_json(&shared, &key, s))
-        .collect();
-    let items: Vec<Value> = all
-        .into_iter()
-        .skip((page - 1) * per_page)
-        .take(per_page)
-        .collect();
-    Json(Value::Array(items)).into_response()
-}
-
-async fn latest_release(
-    State(shared): State<Arc<Shared>>,
-    UrlPath((owner, repo)): UrlPath<(String, String)>,
-) -> Response {
-    if let Some(r) = rate_limited(&shared) {
-        return r;
-    }
-    if shared.faults.no_latest_endpoint.load(Ordering::SeqCst) {
-        return api_error(StatusCode::NOT_FOUND, "Not Found");
-    }
-    let key = format!("{owner}/{repo}");
-    let repos = shared.repos.lock().unwrap();
-    // Like GitHub: the most recently published non-draft, non-prerelease release.
-    let latest = repos.get(&key).and_then(|rs| {
-        rs.iter()
-            .rev()
-            .find(|s| !s.release.draft && !s.release.prerelease)
-    });
-    match latest {
-        Some(s) => Json(release_json(&shared, &key, s)).into_response(),
-        None => api_error(StatusCode::NOT_FOUND, "Not Found"),
-    }
-}
-
-async fn release_by_tag(
-    State(shared): State<Arc<Shared>>,
-    UrlPath((owner, repo, tag)): UrlPath<(String, String, String)>,
-) -> Response {
-    if let Some(r) = rate_limited(&shared) {
-        return r;
-    }
-    let key = format!("{owner}/{repo}");
-    let repos = shared.repos.lock().unwrap();
-    match repos
-        .get(&key)
-        .and_then(|rs| rs.iter().find(|s| s.release.tag == tag))
-    {
-        Some(s) => Json(release_json(&shared, &key, s)).into_response(),
-        None => api_error(StatusCode::NOT_FOUND, "Not Found"),
-    }
 }
 
 async fn download_asset(

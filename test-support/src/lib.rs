@@ -3,6 +3,7 @@
 //! The stand-in sidecars are the binaries in `src/bin/`.
 
 pub mod fixtures;
+mod github_api;
 pub mod host;
 pub mod proxy;
 pub mod tls;
