@@ -128,7 +128,7 @@ pub fn run_id(global: &Global) -> Result<String, Failure> {
 pub fn logger(global: &Global, run_id: &str) -> crate::host::log::Logger {
     use crate::host::log::{color_enabled, host_name, Context, LogSettings, Logger};
     use std::io::IsTerminal;
-    Logger::stderr(LogSettings {
+    let logger = Logger::stderr(LogSettings {
         format: global.log_format.into(),
         color: color_enabled(global.color.into(), std::io::stderr().is_terminal()),
         verbose: global.verbose,
@@ -137,7 +137,10 @@ pub fn logger(global: &Global, run_id: &str) -> crate::host::log::Logger {
             version: crate::VERSION.to_string(),
             host_name: host_name(),
         },
-    })
+    });
+    // The library's `tracing` diagnostics become records of this log.
+    crate::host::log::diagnostics::install(&logger);
+    logger
 }
 
 /// Runs a command that logs; with JSON logs a failure is a log record too, so

@@ -20,6 +20,10 @@ struct Row {
 }
 
 pub async fn run(global: &Global, command: SidecarsCommand) -> Result<i32, Failure> {
+    if global.verbose {
+        // `--verbose`: the library's diagnostics (retries, cache decisions) on stderr.
+        super::logger(global, "");
+    }
     let resolver = super::resolver(
         global,
         super::settings(global, [None, None, None])?,

@@ -249,8 +249,16 @@ impl CacheEntry {
         self.check_trust()?;
         if let Some(v) = self.read_verified() {
             if v.sha256 == expected.sha256 && v.size == expected.size && v.same_file(&meta) {
+                tracing::debug!(
+                    "{}: its verification record matches (size, mtime, ctime, device, inode); not rehashed",
+                    self.binary.display()
+                );
                 return Ok(Check::Warm);
             }
+            tracing::debug!(
+                "{}: changed since it was verified (or another digest is expected); rehashing",
+                self.binary.display()
+            );
         }
         let actual = if meta.len() == expected.size {
             hash_file(&self.binary).map_err(io(&self.binary))?
@@ -269,6 +277,13 @@ impl CacheEntry {
             return Ok(Check::Rehashed);
         }
         let moved_to = self.move_aside()?;
+        tracing::debug!(
+            "{}: sha256 {} does not match {}; moved to {}",
+            self.binary.display(),
+            actual.sha256,
+            expected.sha256,
+            moved_to.display()
+        );
         Ok(Check::Corrupt { moved_to, actual })
     }
 

@@ -9,6 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
+pub mod diagnostics;
+
 /// How records are written (SPEC §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
