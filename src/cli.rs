@@ -255,6 +255,9 @@ pub struct DaemonArgs {
     /// Seconds to wait for OpenCode to be healthy at start
     #[arg(long, env = "OPENWRK_STARTUP_TIMEOUT", default_value_t = 60)]
     pub startup_timeout: u64,
+    // Sandbox mode (SPEC §5.9): --sandbox, --sandbox-image, --sandbox-persist-dir, --sandbox-mount.
+    #[command(flatten)]
+    pub sandbox: crate::sandbox::SandboxArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -391,6 +394,9 @@ pub struct StartArgs {
     /// Leave the services running and exit once healthy
     #[arg(long)]
     pub detach: bool,
+    // Sandbox mode (SPEC §5.9): --sandbox, --sandbox-image, --sandbox-persist-dir, --sandbox-mount.
+    #[command(flatten)]
+    pub sandbox: crate::sandbox::SandboxArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -13,6 +13,7 @@ pub mod health;
 pub mod log;
 pub mod process;
 pub mod sanitize;
+pub mod sandbox;
 pub mod supervise;
 pub mod supply;
 pub mod workspaces;

@@ -136,6 +136,9 @@ struct Keeper {
     port: Mutex<Option<u16>>,
     /// The child being started or running, so a signal at any point stops it.
     current: Mutex<Option<Arc<Child>>>,
+    /// Sandbox mode (SPEC §5.9) and the workspaces its OpenCode mounts.
+    sandbox: Option<crate::sandbox::Sandbox>,
+    mounted: Mutex<Vec<PathBuf>>,
 }
 
 impl Keeper {
@@ -163,7 +166,7 @@ impl Keeper {
     }
 
     fn spec(&self, binary: &Resolved, port: u16) -> Spec {
-        Spec {
+        let spec = Spec {
             name: OPENCODE,
             binary: binary.path.clone(),
             args: [
@@ -191,7 +194,25 @@ impl Keeper {
                 .map(|s| s.to_string())
                 .collect(),
             cwd: self.cwd.clone(),
+        };
+        // Sandbox mode (SPEC §5.9): inside, with every registered workspace mounted.
+        match &self.sandbox {
+            Some(sb) => {
+                let mounted = crate::sandbox::daemon_workspaces(&self.shared.store, &self.cwd, Some(&self.logger));
+                *self.mounted.lock().unwrap_or_else(|e| e.into_inner()) = mounted.clone();
+                sb.wrap(spec, &mounted, Path::new(crate::sandbox::env::HOME))
+            }
+            None => spec,
         }
+    }
+
+    /// Resolves when the registered workspaces differ from those the
+    /// sandboxed OpenCode mounts; never without a sandbox.
+    async fn sandbox_changed(&self) {
+        crate::sandbox::workspaces_changed(self.sandbox.is_some(), &self.mounted, || {
+            crate::sandbox::daemon_workspaces(&self.shared.store, &self.cwd, None)
+        })
+        .await
     }
 
     /// The previous port if it is still free, else a new free one.
@@ -411,7 +432,24 @@ async fn serve_daemon(
         .map(|a| a.port())
         .map_err(|e| failure(1)(format!("cannot read the daemon's port: {e}")))?;
     let url = format!("http://{}:{port}", url_host(&args.daemon_host));
-    let binary = resolve_opencode(global, args, logger).await?;
+    let mut binary = resolve_opencode(global, args, logger).await?;
+    // Sandbox mode (SPEC §5.9): checked before the daemon serves anything.
+    let sandbox = crate::sandbox::prepare(
+        &args.sandbox,
+        crate::sandbox::Context {
+            global,
+            data_dir: &data_dir,
+            workspaces: crate::sandbox::daemon_workspaces(&Store::new(&data_dir), &data_dir, Some(logger)),
+            persist_key: "daemon".into(),
+            run_id,
+            opencode: &binary,
+            logger,
+        },
+    )
+    .await?;
+    if let Some(linux) = sandbox.as_ref().and_then(|s| s.linux_opencode.clone()) {
+        binary = linux;
+    }
     let password = crate::credentials::token().map_err(|e| failure(1)(e.to_string()))?;
     let auth = crate::credentials::basic_auth(OPENCODE_USERNAME, &password);
     logger.add_secrets([
@@ -448,6 +486,8 @@ async fn serve_daemon(
         logger: logger.clone(),
         port: Mutex::new(None),
         current: Mutex::new(None),
+        sandbox,
+        mounted: Mutex::new(Vec::new()),
     };
     let started_at = now();
     let process_start = crate::process::start_time(std::process::id());
@@ -480,6 +520,11 @@ async fn serve_daemon(
                 last_exit: oc.last_exit,
             }
         },
+        sandbox: keeper
+            .sandbox
+            .as_ref()
+            .map(crate::sandbox::Sandbox::info)
+            .unwrap_or_default(),
     };
 
     let first = tokio::select! {
@@ -533,6 +578,18 @@ async fn serve_daemon(
                 break 'run Err(failure(1)(format!("the daemon's HTTP server failed: {detail}\nhint: see {}", daemon::log_path(&data_dir).display())));
             }
             _ = tick.tick() => keeper.probe().await,
+            // Sandbox mode (SPEC §5.9): OpenCode sees exactly the registered workspaces.
+            _ = keeper.sandbox_changed() => {
+                logger.info("the registered workspaces changed; restarting OpenCode so that its sandbox mounts exactly them");
+                keeper.stop().await;
+                match keeper.start().await {
+                    Ok(c) => {
+                        child = c;
+                        write(&shared);
+                    }
+                    Err(f) => logger.error(&f.message),
+                }
+            }
             exit = child.exited() => {
                 child.drain_output(Duration::from_millis(300)).await;
                 if child.started.elapsed() >= STABLE_AFTER {
@@ -587,6 +644,9 @@ async fn serve_daemon(
         }
     };
     keeper.stop().await;
+    if let Some(sb) = &keeper.sandbox {
+        sb.cleanup();
+    }
     let _ = stop_server.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     daemon::remove_record(&data_dir, std::process::id());
@@ -941,6 +1001,7 @@ async fn status(global: &Global) -> Result<i32, Failure> {
                 "restarts": oc.restarts,
                 "lastExit": oc.last_exit,
             },
+            "sandbox": record.sandbox,
         });
         println!("{doc}");
     } else {
@@ -964,6 +1025,7 @@ async fn status(global: &Global) -> Result<i32, Failure> {
             format!(" (last exit: {} at {})", l.status, l.at)
         });
         println!("restarts    {}{last}", oc.restarts);
+        println!("sandbox     {}", record.sandbox.describe());
         match &workspaces {
             Ok(n) => println!("workspaces  {n} (`openwrk workspace list`)"),
             Err(e) => println!("workspaces  {}", e.to_string().lines().next().unwrap_or("")),

@@ -256,6 +256,10 @@ async fn supervise(
     };
     let outcome = after_ready(global, args, logger, role, &ready, &mut signals).await;
     children.stop(logger).await;
+    // Sandbox mode (SPEC §5.9): a container is gone on stop and after --check.
+    if let Some(sb) = &ready.plan.sandbox {
+        sb.cleanup();
+    }
     if role != Role::Foreground {
         let _ = std::fs::remove_file(pairing::record_path(&ready.plan.data_dir, run_id));
     }
@@ -576,6 +580,11 @@ fn make_pairing(plan: &Plan, opencode_version: Option<String>, owpenbot: bool) -
             health_port: plan.owpenbot_port.filter(|_| owpenbot),
         },
         attach: pairing::attach_command(&opencode_url, &c.opencode_username, &c.opencode_password),
+        sandbox: plan
+            .sandbox
+            .as_ref()
+            .map(crate::sandbox::Sandbox::info)
+            .unwrap_or_default(),
     }
 }
 

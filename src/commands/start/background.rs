@@ -359,6 +359,7 @@ pub async fn stop(global: &Global, run_id: Option<String>) -> Result<i32, Failur
     // Before anything is signalled: a pid that belongs to another process is named, never touched.
     let notes = stale_notes(&record);
     if !run_alive(&record) {
+        record.pairing.sandbox.cleanup();
         let _ = std::fs::remove_file(&path);
         report(
             global,
@@ -370,6 +371,8 @@ pub async fn stop(global: &Global, run_id: Option<String>) -> Result<i32, Failur
         return Ok(0);
     }
     let killed = terminate(&record).await;
+    // Sandbox mode (SPEC §5.9): `docker rm -f openwrk-<run id>` and the like.
+    record.pairing.sandbox.cleanup();
     let _ = std::fs::remove_file(&path);
     let how = if killed {
         " (some processes needed SIGKILL)"
@@ -542,6 +545,7 @@ fn pairing_rows(p: &pairing::Pairing) -> Vec<(String, String)> {
         ("username".into(), p.opencode.username.clone()),
         ("password".into(), p.opencode.password.clone()),
         ("attach".into(), p.attach.clone()),
+        ("sandbox".into(), p.sandbox.describe()),
     ]
 }
 

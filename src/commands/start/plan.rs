@@ -51,6 +51,8 @@ pub struct Plan {
     pub connect_host: String,
     pub bins: Binaries,
     pub args: StartArgs,
+    /// Sandbox mode (SPEC §5.9): OpenCode runs inside it when set.
+    pub sandbox: Option<crate::sandbox::Sandbox>,
     /// Held per sidecar so that no two free ports collide and nobody takes
     /// them before the child binds.
     reserved: Vec<(&'static str, TcpListener)>,
@@ -160,7 +162,11 @@ impl Plan {
                 self.creds.opencode_password.clone(),
             ),
         ]);
-        spec
+        // Sandbox mode (SPEC §5.9): the same spec, run inside the sandbox.
+        match &self.sandbox {
+            Some(sb) => sb.wrap(spec, std::slice::from_ref(&self.workspace), &self.workspace),
+            None => spec,
+        }
     }
 
     pub fn openwork_spec(&self) -> Spec {
@@ -309,7 +315,24 @@ pub async fn prepare(
         _ => LOOPBACK.to_string(),
     };
     let data_dir = crate::commands::data_dir(global)?;
-    let bins = resolve(global, args, logger).await?;
+    let mut bins = resolve(global, args, logger).await?;
+    // Sandbox mode (SPEC §5.9): checked before anything starts.
+    let sandbox = crate::sandbox::prepare(
+        &args.sandbox,
+        crate::sandbox::Context {
+            global,
+            data_dir: &data_dir,
+            workspaces: vec![workspace.clone()],
+            persist_key: crate::workspaces::workspace_id(&workspace),
+            run_id,
+            opencode: &bins.opencode,
+            logger,
+        },
+    )
+    .await?;
+    if let Some(linux) = sandbox.as_ref().and_then(|s| s.linux_opencode.clone()) {
+        bins.opencode = linux;
+    }
     Ok(Plan {
         run_id: run_id.to_string(),
         workspace,
@@ -321,6 +344,7 @@ pub async fn prepare(
         connect_host,
         bins,
         args: args.clone(),
+        sandbox,
         reserved,
     })
 }
@@ -550,6 +574,7 @@ mod tests {
                 owpenbot: Some(resolved(OWPENBOT)),
             },
             args: *args,
+            sandbox: None,
             reserved: Vec::new(),
         }
     }
