@@ -198,7 +198,11 @@ impl Keeper {
         // Sandbox mode (SPEC §5.9): inside, with every registered workspace mounted.
         match &self.sandbox {
             Some(sb) => {
-                let mounted = crate::sandbox::daemon_workspaces(&self.shared.store, &self.cwd, Some(&self.logger));
+                let mounted = crate::sandbox::daemon_workspaces(
+                    &self.shared.store,
+                    &self.cwd,
+                    Some(&self.logger),
+                );
                 *self.mounted.lock().unwrap_or_else(|e| e.into_inner()) = mounted.clone();
                 sb.wrap(spec, &mounted, Path::new(crate::sandbox::env::HOME))
             }
@@ -439,7 +443,11 @@ async fn serve_daemon(
         crate::sandbox::Context {
             global,
             data_dir: &data_dir,
-            workspaces: crate::sandbox::daemon_workspaces(&Store::new(&data_dir), &data_dir, Some(logger)),
+            workspaces: crate::sandbox::daemon_workspaces(
+                &Store::new(&data_dir),
+                &data_dir,
+                Some(logger),
+            ),
             persist_key: "daemon".into(),
             run_id,
             opencode: &binary,

@@ -150,12 +150,7 @@ pub fn options(
         ],
     );
     bind(&mut argv, "--ro-bind", binary, Path::new(super::BINARY));
-    bind(
-        &mut argv,
-        "--bind",
-        &sb.persist_dir,
-        Path::new(env::HOME),
-    );
+    bind(&mut argv, "--bind", &sb.persist_dir, Path::new(env::HOME));
     for ws in workspaces {
         bind(&mut argv, "--bind", ws, ws);
     }
@@ -163,6 +158,9 @@ pub fn options(
         let flag = if m.writable { "--bind" } else { "--ro-bind" };
         bind(&mut argv, flag, &m.host, &m.target);
     }
+    // The sandbox's own root (where /etc, /openwrk and the mount points
+    // live) becomes read-only too; the mounts keep their own modes.
+    push(&mut argv, &["--remount-ro", "/"]);
     argv.push("--chdir".into());
     argv.push(cwd.as_os_str().to_owned());
     argv.push("--".into());
@@ -171,14 +169,9 @@ pub fn options(
 }
 
 fn host_options(sb: &Sandbox, binary: &Path, workspaces: &[PathBuf], cwd: &Path) -> Vec<OsString> {
-    options(
-        sb,
-        binary,
-        workspaces,
-        cwd,
-        &|p| p.exists(),
-        &|p| std::fs::read_link(p).ok(),
-    )
+    options(sb, binary, workspaces, cwd, &|p| p.exists(), &|p| {
+        std::fs::read_link(p).ok()
+    })
 }
 
 fn shell() -> &'static str {
@@ -192,7 +185,10 @@ fn shell() -> &'static str {
 /// The environment inside: the spec's, the fixed one, the passed host
 /// variables; every other host variable is removed (bwrap passes its own
 /// environment on, and secrets never go into its argv).
-fn environment(spec_env: Vec<(String, String)>, env_remove: Vec<String>) -> (Vec<(String, String)>, Vec<String>) {
+fn environment(
+    spec_env: Vec<(String, String)>,
+    env_remove: Vec<String>,
+) -> (Vec<(String, String)>, Vec<String>) {
     let mut remove = env_remove;
     for (k, _) in std::env::vars_os() {
         if let Ok(k) = k.into_string() {
@@ -243,7 +239,10 @@ pub async fn trial(
     workspaces: &[PathBuf],
     logger: &Logger,
 ) -> Result<(), Failure> {
-    let cwd = workspaces.first().cloned().unwrap_or_else(|| PathBuf::from(env::HOME));
+    let cwd = workspaces
+        .first()
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(env::HOME));
     let mut cmd = tokio::process::Command::new(&sb.tool);
     cmd.args(host_options(sb, binary, workspaces, &cwd))
         .arg("--version")
@@ -364,7 +363,7 @@ mod tests {
             "--bind /data/sandbox/ws_1 /openwrk/home",
             "--bind /home/u/project /home/u/project",
             "--ro-bind /shared/docs /docs --bind /shared/out /out",
-            "--chdir /home/u/project -- /openwrk/bin/opencode",
+            "--remount-ro / --chdir /home/u/project -- /openwrk/bin/opencode",
         ] {
             assert!(argv.contains(part), "{part:?} missing from\n{argv}");
         }
@@ -397,12 +396,23 @@ mod tests {
             env_remove: vec!["OPENWRK_HOST_TOKEN".into()],
             cwd: "/ws".into(),
         };
-        let w = wrap(&sandbox(), spec, Path::new("/bin/opencode"), &[PathBuf::from("/ws")], Path::new("/ws"));
+        let w = wrap(
+            &sandbox(),
+            spec,
+            Path::new("/bin/opencode"),
+            &[PathBuf::from("/ws")],
+            Path::new("/ws"),
+        );
         assert_eq!(w.binary, PathBuf::from("/usr/bin/bwrap"));
         let argv = text(&w.args);
-        assert!(argv.ends_with("-- /openwrk/bin/opencode serve --port 4096"), "{argv}");
+        assert!(
+            argv.ends_with("-- /openwrk/bin/opencode serve --port 4096"),
+            "{argv}"
+        );
         assert!(!argv.contains("s3cret"));
-        assert!(w.env.contains(&("OPENCODE_SERVER_PASSWORD".into(), "s3cret".into())));
+        assert!(w
+            .env
+            .contains(&("OPENCODE_SERVER_PASSWORD".into(), "s3cret".into())));
         assert!(w.env.contains(&("HOME".into(), env::HOME.into())));
         assert!(w.env_remove.contains(&"OPENWRK_HOST_TOKEN".to_string()));
         if std::env::var_os("PATH").is_some() {
@@ -414,7 +424,11 @@ mod tests {
     #[test]
     fn namespace_errors_are_recognized() {
         assert!(namespace_failure("bwrap: No permissions to create new namespace, likely because the kernel does not allow non-privileged user namespaces."));
-        assert!(namespace_failure("bwrap: setting up uid map: Permission denied"));
-        assert!(!namespace_failure("bwrap: execvp /openwrk/bin/opencode: No such file or directory"));
+        assert!(namespace_failure(
+            "bwrap: setting up uid map: Permission denied"
+        ));
+        assert!(!namespace_failure(
+            "bwrap: execvp /openwrk/bin/opencode: No such file or directory"
+        ));
     }
 }

@@ -53,7 +53,12 @@ fn current_ids() -> (u32, u32) {
 }
 
 /// Options common to the trial and the real run: isolation, identity and the binary.
-fn base(sb: &Sandbox, binary: &Path, name: &str, (uid, gid): (u32, u32)) -> (Vec<OsString>, String) {
+fn base(
+    sb: &Sandbox,
+    binary: &Path,
+    name: &str,
+    (uid, gid): (u32, u32),
+) -> (Vec<OsString>, String) {
     let mut a: Vec<OsString> = ["run", "--rm", "--name", name]
         .into_iter()
         .map(OsString::from)
@@ -178,7 +183,12 @@ pub fn run_argv(
     }
     a.push("--entrypoint".into());
     a.push(entrypoint.into());
-    a.push(sb.image.clone().unwrap_or_else(|| super::DEFAULT_IMAGE.into()).into());
+    a.push(
+        sb.image
+            .clone()
+            .unwrap_or_else(|| super::DEFAULT_IMAGE.into())
+            .into(),
+    );
     a.extend(inner);
     a
 }
@@ -192,7 +202,15 @@ pub fn remove_argv(kind: Kind, name: &str) -> Vec<&str> {
 }
 
 pub fn wrap(sb: &Sandbox, spec: Spec, binary: &Path, workspaces: &[PathBuf], cwd: &Path) -> Spec {
-    let args = run_argv(sb, &spec, binary, workspaces, cwd, &env::host_names(), current_ids());
+    let args = run_argv(
+        sb,
+        &spec,
+        binary,
+        workspaces,
+        cwd,
+        &env::host_names(),
+        current_ids(),
+    );
     let mut env = spec.env;
     if let Some(name) = &sb.name {
         let mut cleanup = sb.tool.display().to_string();
@@ -269,7 +287,11 @@ fn output_text(out: &std::process::Output) -> String {
 pub async fn trial(sb: &Sandbox, binary: &Path, logger: &Logger) -> Result<(), Failure> {
     let tool = sb.kind.tool();
     let probe: Vec<OsString> = match sb.kind {
-        Kind::Docker => vec!["version".into(), "--format".into(), "{{.Server.Version}}".into()],
+        Kind::Docker => vec![
+            "version".into(),
+            "--format".into(),
+            "{{.Server.Version}}".into(),
+        ],
         Kind::Podman => vec!["version".into()],
         _ => vec!["system".into(), "status".into()],
     };
@@ -291,7 +313,10 @@ pub async fn trial(sb: &Sandbox, binary: &Path, logger: &Logger) -> Result<(), F
             )))
         }
     }
-    let image = sb.image.clone().unwrap_or_else(|| super::DEFAULT_IMAGE.into());
+    let image = sb
+        .image
+        .clone()
+        .unwrap_or_else(|| super::DEFAULT_IMAGE.into());
     let name = format!("{}-trial", sb.name.as_deref().unwrap_or("openwrk"));
     let (mut args, entrypoint) = base(sb, binary, &name, current_ids());
     args.extend(
@@ -349,7 +374,13 @@ pub async fn linux_opencode(
     let resolved = match loaded.manifest.target(OPENCODE, target) {
         Some((entry, asset)) => {
             resolver
-                .cached_or_download(OPENCODE, entry.version.as_str(), target, asset, &loaded.base)
+                .cached_or_download(
+                    OPENCODE,
+                    entry.version.as_str(),
+                    target,
+                    asset,
+                    &loaded.base,
+                )
                 .await?
         }
         None => resolver.opencode_from_github(target, false).await?,
@@ -388,10 +419,17 @@ mod tests {
         Spec {
             name: "opencode",
             binary: "/c/opencode".into(),
-            args: ["serve", "--hostname", "127.0.0.1", "--port", "4096", "--print-logs"]
-                .into_iter()
-                .map(OsString::from)
-                .collect(),
+            args: [
+                "serve",
+                "--hostname",
+                "127.0.0.1",
+                "--port",
+                "4096",
+                "--print-logs",
+            ]
+            .into_iter()
+            .map(OsString::from)
+            .collect(),
             env: vec![
                 ("OPENCODE_SERVER_PASSWORD".into(), "s3cret".into()),
                 ("OPENWRK_RUN_ID".into(), "run-1".into()),
@@ -450,7 +488,10 @@ mod tests {
             &[],
             (1000, 1000),
         ));
-        assert!(podman.contains("--security-opt label=disable --userns keep-id --mount"), "{podman}");
+        assert!(
+            podman.contains("--security-opt label=disable --userns keep-id --mount"),
+            "{podman}"
+        );
         assert!(!podman.contains("--user "), "{podman}");
         let apple = text(&run_argv(
             &sandbox(Kind::Container),
@@ -465,8 +506,16 @@ mod tests {
             apple.starts_with("run --rm --name openwrk-run-1 --mount type=bind,source=/c,target=/openwrk/bin,readonly -p 127.0.0.1:4096:4096"),
             "{apple}"
         );
-        assert!(apple.contains("--entrypoint /openwrk/bin/opencode debian:stable-slim serve --hostname 0.0.0.0"), "{apple}");
-        assert_eq!(remove_argv(Kind::Container, "n"), ["delete", "--force", "n"]);
+        assert!(
+            apple.contains(
+                "--entrypoint /openwrk/bin/opencode debian:stable-slim serve --hostname 0.0.0.0"
+            ),
+            "{apple}"
+        );
+        assert_eq!(
+            remove_argv(Kind::Container, "n"),
+            ["delete", "--force", "n"]
+        );
         assert_eq!(remove_argv(Kind::Podman, "n"), ["rm", "-f", "n"]);
     }
 

@@ -226,7 +226,10 @@ fn usage(message: String) -> Failure {
 }
 
 /// Picks the sandbox kind and its tool; `auto` prefers bwrap on Linux.
-pub fn choose(mode: Mode, find: impl Fn(&str) -> Option<PathBuf>) -> Result<Option<(Kind, PathBuf)>, Failure> {
+pub fn choose(
+    mode: Mode,
+    find: impl Fn(&str) -> Option<PathBuf>,
+) -> Result<Option<(Kind, PathBuf)>, Failure> {
     let explicit = match mode {
         Mode::None => return Ok(None),
         Mode::Bwrap => Some(Kind::Bwrap),
@@ -312,7 +315,9 @@ fn check_exposed(what: &str, dir: &Path, data_dir: &Path) -> Result<(), Failure>
             )));
         }
     }
-    let data = data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_path_buf());
+    let data = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
     if data.starts_with(dir) {
         return Err(refuse(format!(
             "rule `data dir`: it contains openwrk's data dir {}",
@@ -336,8 +341,11 @@ pub async fn prepare(args: &SandboxArgs, ctx: Context<'_>) -> Result<Option<Sand
         return Ok(None);
     };
     if args.sandbox == Mode::Auto {
-        ctx.logger
-            .info(&format!("--sandbox auto: using {} ({})", kind.as_str(), tool.display()));
+        ctx.logger.info(&format!(
+            "--sandbox auto: using {} ({})",
+            kind.as_str(),
+            tool.display()
+        ));
     }
     let binary = &ctx.opencode.path;
     if let Some(ext) = binary
@@ -403,10 +411,8 @@ pub async fn prepare(args: &SandboxArgs, ctx: Context<'_>) -> Result<Option<Sand
     sandbox
         .trial(&ctx.opencode.path, &ctx.workspaces, ctx.logger)
         .await?;
-    ctx.logger.info(&format!(
-        "sandbox: {}",
-        sandbox.info().describe()
-    ));
+    ctx.logger
+        .info(&format!("sandbox: {}", sandbox.info().describe()));
     Ok(Some(sandbox))
 }
 
@@ -415,7 +421,9 @@ impl Sandbox {
     /// replaced by [`Sandbox::linux_opencode`] when there is one, so that it
     /// is verified again before every start), else the given one.
     pub fn opencode_binary<'a>(&'a self, host: &'a Path) -> &'a Path {
-        self.linux_opencode.as_ref().map_or(host, |r| r.path.as_path())
+        self.linux_opencode
+            .as_ref()
+            .map_or(host, |r| r.path.as_path())
     }
 
     pub fn info(&self) -> SandboxInfo {
@@ -469,7 +477,10 @@ impl Sandbox {
 /// The sandbox of the run or daemon whose OpenCode or OpenWork URL is one of
 /// `urls`, from the records in `data_dir` (for `openwrk status`).
 pub fn for_urls(data_dir: &Path, urls: &[String]) -> Option<SandboxInfo> {
-    let same = |a: &str| urls.iter().any(|u| u.trim_end_matches('/') == a.trim_end_matches('/'));
+    let same = |a: &str| {
+        urls.iter()
+            .any(|u| u.trim_end_matches('/') == a.trim_end_matches('/'))
+    };
     for (_, record) in crate::commands::start::pairing::list_records(data_dir) {
         let Some(r) = record else { continue };
         let local = r.children.iter().filter_map(|c| c.local_url.as_deref());
@@ -511,7 +522,10 @@ pub fn daemon_workspaces(
             Ok(()) => out.push(w.path),
             Err(f) => {
                 if let Some(l) = logger {
-                    l.warn(&format!("{}; it is not mounted", f.message.lines().next().unwrap_or_default()));
+                    l.warn(&format!(
+                        "{}; it is not mounted",
+                        f.message.lines().next().unwrap_or_default()
+                    ));
                 }
             }
         }
@@ -572,9 +586,17 @@ mod tests {
         assert_eq!(pick(&["podman"]), Kind::Podman);
         let none = choose(Mode::Auto, finder(&[])).unwrap_err();
         assert_eq!(none.code, 2);
-        assert!(none.message.contains("docker: install Docker"), "{}", none.message);
+        assert!(
+            none.message.contains("docker: install Docker"),
+            "{}",
+            none.message
+        );
         if cfg!(target_os = "linux") {
-            assert!(none.message.contains("apt-get install bubblewrap"), "{}", none.message);
+            assert!(
+                none.message.contains("apt-get install bubblewrap"),
+                "{}",
+                none.message
+            );
         }
     }
 
@@ -582,7 +604,11 @@ mod tests {
     fn an_explicit_mode_without_its_tool_names_what_to_install() {
         let e = choose(Mode::Podman, finder(&["docker"])).unwrap_err();
         assert_eq!(e.code, 2);
-        assert!(e.message.contains("`podman` is not on PATH"), "{}", e.message);
+        assert!(
+            e.message.contains("`podman` is not on PATH"),
+            "{}",
+            e.message
+        );
         assert!(e.message.contains("install Podman"), "{}", e.message);
         if cfg!(target_os = "linux") {
             let e = choose(Mode::Bwrap, finder(&[])).unwrap_err();

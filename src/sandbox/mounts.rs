@@ -423,6 +423,7 @@ mod tests {
         assert!(!got[1].writable);
     }
 
+    #[cfg(unix)]
     #[test]
     fn rule_allowlist_outside_and_missing_file() {
         let (t, shared, allow) = setup();
@@ -430,7 +431,8 @@ mod tests {
         let e = refused(&[format!("{}:/x", outside.display())], &allow);
         assert_eq!(e.code, 2);
         assert!(
-            e.message.contains("rule `allowlist`") && e.message.contains(&outside.display().to_string()),
+            e.message.contains("rule `allowlist`")
+                && e.message.contains(&outside.display().to_string()),
             "{}",
             e.message
         );
@@ -461,7 +463,8 @@ mod tests {
         );
         let e = refused(&[format!("{}/home:/x", shared.display())], &allow);
         assert!(
-            e.message.contains("rule `blocked pattern .ssh` (in the subtree)"),
+            e.message
+                .contains("rule `blocked pattern .ssh` (in the subtree)"),
             "{}",
             e.message
         );
@@ -519,9 +522,6 @@ mod tests {
         let e = refused(&[format!("{}:/x", shared.display())], &bad);
         assert_eq!(e.code, 3);
         std::fs::write(&bad, r#"{"allow":["relative"]}"#).unwrap();
-        assert_eq!(
-            refused(&[format!("{}:/x", shared.display())], &bad).code,
-            3
-        );
+        assert_eq!(refused(&[format!("{}:/x", shared.display())], &bad).code, 3);
     }
 }
