@@ -591,7 +591,7 @@ fn bwrap_with_the_real_opencode_confines_the_agents_commands() {
 
 // ------------------------------------------------------------------ containers
 
-fn find_call<'a>(calls: &'a [Value], pred: impl Fn(&str) -> bool) -> Option<&'a Value> {
+fn find_call(calls: &[Value], pred: impl Fn(&str) -> bool) -> Option<&Value> {
     calls.iter().find(|c| pred(&argv_text(c)))
 }
 
@@ -1175,5 +1175,61 @@ fn the_daemon_sandboxes_its_opencode_and_remounts_when_workspaces_change() {
         calls.iter().any(|c| c == &format!("rm -f {name}")),
         "{calls:?}"
     );
+    assert!(env.wait_no_processes(Duration::from_secs(3)).is_empty());
+}
+
+#[test]
+fn status_names_the_sandbox_of_a_detached_run() {
+    let env = Env::new();
+    env.fake_tools();
+    let out = env
+        .serve(
+            &[
+                "--detach",
+                "--json",
+                "--sandbox",
+                "docker",
+                "--run-id",
+                "sbx-status",
+            ],
+            None,
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = |json: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_openwrk"));
+        cmd.args(["status", "--data-dir"])
+            .arg(env.data())
+            .args(["--opencode-url", p["opencode"]["url"].as_str().unwrap()])
+            .env(
+                "OPENWRK_OPENCODE_PASSWORD",
+                p["opencode"]["password"].as_str().unwrap(),
+            );
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output().unwrap()
+    };
+    let out = status(true);
+    assert!(out.status.success(), "{}", show(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["sandbox"]["mode"], "docker", "{doc}");
+    assert_eq!(doc["sandbox"]["name"], "openwrk-sbx-status", "{doc}");
+    let out = status(false);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("sandbox: docker, image debian:stable-slim, container openwrk-sbx-status"),
+        "{}",
+        show(&out)
+    );
+    let stop = Command::new(env!("CARGO_BIN_EXE_openwrk"))
+        .args(["stop", "--run-id", "sbx-status", "--data-dir"])
+        .arg(env.data())
+        .env("PATH", env.path_var())
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "{}", show(&stop));
     assert!(env.wait_no_processes(Duration::from_secs(3)).is_empty());
 }
