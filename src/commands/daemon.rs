@@ -197,15 +197,13 @@ impl Keeper {
         };
         // Sandbox mode (SPEC §5.9): inside, with every registered workspace mounted.
         match &self.sandbox {
-            Some(sb) => {
-                let mounted = crate::sandbox::daemon_workspaces(
-                    &self.shared.store,
-                    &self.cwd,
-                    Some(&self.logger),
-                );
-                *self.mounted.lock().unwrap_or_else(|e| e.into_inner()) = mounted.clone();
-                sb.wrap(spec, &mounted, Path::new(crate::sandbox::env::HOME))
-            }
+            Some(sb) => sb.wrap_daemon(
+                spec,
+                &self.shared.store,
+                &self.cwd,
+                &self.mounted,
+                &self.logger,
+            ),
             None => spec,
         }
     }
@@ -438,26 +436,15 @@ async fn serve_daemon(
     let url = format!("http://{}:{port}", url_host(&args.daemon_host));
     let mut binary = resolve_opencode(global, args, logger).await?;
     // Sandbox mode (SPEC §5.9): checked before the daemon serves anything.
-    let sandbox = crate::sandbox::prepare(
+    let sandbox = crate::sandbox::prepare_daemon(
         &args.sandbox,
-        crate::sandbox::Context {
-            global,
-            data_dir: &data_dir,
-            workspaces: crate::sandbox::daemon_workspaces(
-                &Store::new(&data_dir),
-                &data_dir,
-                Some(logger),
-            ),
-            persist_key: "daemon".into(),
-            run_id,
-            opencode: &binary,
-            logger,
-        },
+        global,
+        &data_dir,
+        run_id,
+        &mut binary,
+        logger,
     )
     .await?;
-    if let Some(linux) = sandbox.as_ref().and_then(|s| s.linux_opencode.clone()) {
-        binary = linux;
-    }
     let password = crate::credentials::token().map_err(|e| failure(1)(e.to_string()))?;
     let auth = crate::credentials::basic_auth(OPENCODE_USERNAME, &password);
     logger.add_secrets([

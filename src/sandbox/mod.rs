@@ -15,6 +15,7 @@
 
 pub mod bwrap;
 pub mod container;
+mod daemon;
 pub mod env;
 pub mod mounts;
 
@@ -28,6 +29,8 @@ use crate::commands::Failure;
 use crate::log::Logger;
 use crate::supervise::Spec;
 use crate::supply::resolve::Resolved;
+
+pub use daemon::{daemon_workspaces, prepare_daemon, workspaces_changed};
 
 /// Where the verified OpenCode binary appears inside every sandbox.
 pub const BINARY: &str = "/openwrk/bin/opencode";
@@ -291,7 +294,7 @@ fn host_home() -> Option<PathBuf> {
 
 /// A directory mounted read-write (a workspace, the persist dir) must not
 /// expose the host HOME, the data dir or credentials.
-fn check_exposed(what: &str, dir: &Path, data_dir: &Path) -> Result<(), Failure> {
+pub(crate) fn check_exposed(what: &str, dir: &Path, data_dir: &Path) -> Result<(), Failure> {
     let refuse = |rule: String| {
         usage(format!(
             "--sandbox: the {what} {} cannot be mounted: {rule}\nhint: use a directory that holds only what the agent may see (see the README's \"Sandbox\" section)",
@@ -333,10 +336,40 @@ fn check_exposed(what: &str, dir: &Path, data_dir: &Path) -> Result<(), Failure>
     Ok(())
 }
 
+/// The sandbox of a `start`/`serve` run in `workspace`. When the sandbox
+/// needs another OpenCode build (a Linux container on macOS), `opencode`
+/// becomes it, so that it is verified again before every start.
+pub async fn prepare_run(
+    args: &SandboxArgs,
+    global: &crate::cli::Global,
+    (data_dir, workspace): (&Path, &Path),
+    run_id: &str,
+    opencode: &mut Resolved,
+    logger: &Logger,
+) -> Result<Option<Sandbox>, Failure> {
+    let ctx = Context {
+        global,
+        data_dir,
+        workspaces: vec![workspace.to_path_buf()],
+        persist_key: crate::workspaces::workspace_id(workspace),
+        run_id,
+        opencode,
+        logger,
+    };
+    let sandbox = prepare(args, ctx).await?;
+    if let Some(linux) = sandbox.as_ref().and_then(|s| s.linux_opencode.clone()) {
+        *opencode = linux;
+    }
+    Ok(sandbox)
+}
+
 /// Decides the sandbox for a run (or the daemon) and checks that it works:
 /// the tool is there, the mounts are allowed, the persist dir exists, and a
 /// trial run of `opencode --version` inside succeeds. `None` without `--sandbox`.
-pub async fn prepare(args: &SandboxArgs, ctx: Context<'_>) -> Result<Option<Sandbox>, Failure> {
+pub(crate) async fn prepare(
+    args: &SandboxArgs,
+    ctx: Context<'_>,
+) -> Result<Option<Sandbox>, Failure> {
     let Some((kind, tool)) = choose(args.sandbox, find_tool)? else {
         return Ok(None);
     };
@@ -494,64 +527,6 @@ pub fn for_urls(data_dir: &Path, urls: &[String]) -> Option<SandboxInfo> {
     let d = crate::daemon::read_record(data_dir).ok().flatten()?;
     let oc = d.opencode.url.clone().unwrap_or_default();
     (same(&d.url) || same(&oc)).then(|| d.sandbox.clone())
-}
-
-/// The daemon's workspaces that its sandboxed OpenCode mounts: every
-/// registered one that still exists and exposes nothing it must not (those
-/// are left out, with a warning when `logger` is given).
-pub fn daemon_workspaces(
-    store: &crate::workspaces::Store,
-    data_dir: &Path,
-    logger: Option<&Logger>,
-) -> Vec<PathBuf> {
-    let listed = match store.load() {
-        Ok(list) => list,
-        Err(e) => {
-            if let Some(l) = logger {
-                l.warn(&format!("sandbox: cannot read the workspaces: {e}"));
-            }
-            return Vec::new();
-        }
-    };
-    let mut out: Vec<PathBuf> = Vec::new();
-    for w in listed {
-        if !w.path.is_dir() {
-            continue;
-        }
-        match check_exposed("workspace", &w.path, data_dir) {
-            Ok(()) => out.push(w.path),
-            Err(f) => {
-                if let Some(l) = logger {
-                    l.warn(&format!(
-                        "{}; it is not mounted",
-                        f.message.lines().next().unwrap_or_default()
-                    ));
-                }
-            }
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// Polls (every second) until `current()` differs from what `mounted`
-/// holds; never resolves when `enabled` is false.
-pub async fn workspaces_changed(
-    enabled: bool,
-    mounted: &std::sync::Mutex<Vec<PathBuf>>,
-    current: impl Fn() -> Vec<PathBuf>,
-) {
-    if !enabled {
-        return std::future::pending().await;
-    }
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        let now = current();
-        if *mounted.lock().unwrap_or_else(|e| e.into_inner()) != now {
-            return;
-        }
-    }
 }
 
 /// Splits a guardian's cleanup command.

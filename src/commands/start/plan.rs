@@ -317,22 +317,15 @@ pub async fn prepare(
     let data_dir = crate::commands::data_dir(global)?;
     let mut bins = resolve(global, args, logger).await?;
     // Sandbox mode (SPEC §5.9): checked before anything starts.
-    let sandbox = crate::sandbox::prepare(
+    let sandbox = crate::sandbox::prepare_run(
         &args.sandbox,
-        crate::sandbox::Context {
-            global,
-            data_dir: &data_dir,
-            workspaces: vec![workspace.clone()],
-            persist_key: crate::workspaces::workspace_id(&workspace),
-            run_id,
-            opencode: &bins.opencode,
-            logger,
-        },
+        global,
+        (&data_dir, &workspace),
+        run_id,
+        &mut bins.opencode,
+        logger,
     )
     .await?;
-    if let Some(linux) = sandbox.as_ref().and_then(|s| s.linux_opencode.clone()) {
-        bins.opencode = linux;
-    }
     Ok(Plan {
         run_id: run_id.to_string(),
         workspace,
