@@ -373,6 +373,10 @@ pub(crate) async fn prepare(
     let Some((kind, tool)) = choose(args.sandbox, find_tool)? else {
         return Ok(None);
     };
+    if kind == Kind::Bwrap && args.sandbox_image.is_some() {
+        ctx.logger
+            .warn("--sandbox-image has no effect with bwrap (it uses the host's /usr)");
+    }
     if args.sandbox == Mode::Auto {
         ctx.logger.info(&format!(
             "--sandbox auto: using {} ({})",
