@@ -274,6 +274,9 @@ pub struct DaemonArgs {
     /// Seconds to wait for OpenCode to be healthy at start
     #[arg(long, env = "OPENWRK_STARTUP_TIMEOUT", default_value_t = 60)]
     pub startup_timeout: u64,
+    // Sandbox mode (SPEC §5.9): --sandbox, --sandbox-image, --sandbox-persist-dir, --sandbox-mount.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -410,6 +413,67 @@ pub struct StartArgs {
     /// Leave the services running and exit once healthy
     #[arg(long)]
     pub detach: bool,
+    // Sandbox mode (SPEC §5.9): --sandbox, --sandbox-image, --sandbox-persist-dir, --sandbox-mount.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+/// `--sandbox` and friends, on `start`/`serve` and the daemon commands (SPEC §4).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Sandbox (see the README's \"Sandbox\" section)")]
+pub struct SandboxArgs {
+    /// Run OpenCode, and every command its agent runs, inside a sandbox
+    #[arg(long, env = "OPENWRK_SANDBOX", value_enum, default_value = "none")]
+    pub sandbox: SandboxMode,
+    /// Base image with glibc for docker/podman/container (never trusted to provide OpenCode) [default: debian:stable-slim]
+    #[arg(long, env = "OPENWRK_SANDBOX_IMAGE", value_name = "REF")]
+    pub sandbox_image: Option<String>,
+    /// OpenCode's HOME and XDG dirs inside the sandbox [default: <data dir>/sandbox/<workspace id>]
+    #[arg(long, env = "OPENWRK_SANDBOX_PERSIST_DIR", value_name = "DIR")]
+    pub sandbox_persist_dir: Option<PathBuf>,
+    /// Extra mount hostPath:containerPath[:ro|rw] (read-only by default), only under an entry of <config dir>/openwrk/sandbox-allowlist.json; repeatable
+    #[arg(
+        long = "sandbox-mount",
+        env = "OPENWRK_SANDBOX_MOUNTS",
+        value_name = "SPEC",
+        value_delimiter = ','
+    )]
+    pub sandbox_mounts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SandboxMode {
+    /// No sandbox: OpenCode runs with the operator's rights
+    None,
+    /// bwrap on Linux when installed, else docker, else podman, else container on macOS
+    Auto,
+    /// bubblewrap (Linux, no daemon)
+    Bwrap,
+    /// A Docker container
+    Docker,
+    /// A Podman container
+    Podman,
+    /// Apple's `container` CLI (macOS)
+    Container,
+}
+
+impl From<&SandboxArgs> for crate::host::sandbox::SandboxArgs {
+    fn from(a: &SandboxArgs) -> Self {
+        use crate::host::sandbox::Mode;
+        crate::host::sandbox::SandboxArgs {
+            sandbox: match a.sandbox {
+                SandboxMode::None => Mode::None,
+                SandboxMode::Auto => Mode::Auto,
+                SandboxMode::Bwrap => Mode::Bwrap,
+                SandboxMode::Docker => Mode::Docker,
+                SandboxMode::Podman => Mode::Podman,
+                SandboxMode::Container => Mode::Container,
+            },
+            sandbox_image: a.sandbox_image.clone(),
+            sandbox_persist_dir: a.sandbox_persist_dir.clone(),
+            sandbox_mounts: a.sandbox_mounts.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

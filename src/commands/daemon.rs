@@ -24,6 +24,7 @@ fn config(global: &Global, args: &DaemonArgs, run_id: String) -> Result<DaemonCo
         port: args.daemon_port,
         startup_timeout: Duration::from_secs(args.startup_timeout),
         run_id,
+        sandbox: (&args.sandbox).into(),
     })
 }
 
@@ -149,6 +150,7 @@ async fn status(global: &Global) -> Result<i32, Failure> {
                 "restarts": oc.restarts,
                 "lastExit": oc.last_exit,
             },
+            "sandbox": record.sandbox,
         });
         println!("{doc}");
     } else {
@@ -176,6 +178,7 @@ async fn status(global: &Global) -> Result<i32, Failure> {
             format!(" (last exit: {} at {})", l.status, l.at)
         });
         println!("restarts    {}{last}", oc.restarts);
+        println!("sandbox     {}", record.sandbox.describe());
         match &s.workspaces {
             Ok(n) => println!("workspaces  {n} (`openwrk workspace list`)"),
             Err(e) => println!("workspaces  {e}"),

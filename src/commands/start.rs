@@ -114,6 +114,7 @@ fn options(args: &StartArgs) -> Options {
         startup_timeout: args.startup_timeout,
         check: args.check,
         check_events: args.check_events,
+        sandbox: (&args.sandbox).into(),
     }
 }
 

@@ -84,6 +84,16 @@ pub async fn run(global: &Global, args: StatusArgs) -> Result<i32, Failure> {
     );
     let checked: Vec<Checked> = [ow, oc].into_iter().flatten().collect();
     let healthy = checked.iter().all(|c| c.probe.is_up());
+    // Sandbox mode (SPEC §5.9): from the record of the run (or daemon) behind these URLs.
+    let urls: Vec<String> = [openwork.clone(), opencode.clone()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let data_dir = global
+        .data_dir
+        .clone()
+        .unwrap_or_else(crate::fsutil::default_data_dir);
+    let sandbox = crate::host::sandbox::for_urls(&data_dir, &urls);
     if global.json {
         let mut doc = json!({ "healthy": healthy });
         for c in &checked {
@@ -105,6 +115,7 @@ pub async fn run(global: &Global, args: StatusArgs) -> Result<i32, Failure> {
                 "error": error,
             });
         }
+        doc["sandbox"] = json!(sandbox);
         println!("{doc}");
     } else {
         let rows: Vec<[String; 5]> = checked
@@ -131,6 +142,9 @@ pub async fn run(global: &Global, args: StatusArgs) -> Result<i32, Failure> {
             "{}",
             super::workspace::table(&["SERVICE", "STATE", "URL", "DETAIL", "LATENCY"], &rows)
         );
+        if let Some(s) = &sandbox {
+            println!("sandbox: {}", s.describe());
+        }
     }
     for c in checked.iter().filter(|c| !c.probe.is_up()) {
         let Probe::Down { reason } = &c.probe else {

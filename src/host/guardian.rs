@@ -62,6 +62,7 @@ pub fn run(args: impl Iterator<Item = OsString>) -> ! {
         std::process::exit(2);
     };
     become_subreaper();
+    let cleanup = std::env::var_os(crate::host::sandbox::CLEANUP_ENV);
     let wake = match install_signal_handlers() {
         Ok(fd) => fd,
         Err(e) => report_error(&mut lifeline, &e),
@@ -83,7 +84,38 @@ pub fn run(args: impl Iterator<Item = OsString>) -> ! {
             tree.status.unwrap_or(0)
         }
     };
+    run_cleanup(cleanup);
     exit_like(status)
+}
+
+/// A sandbox's cleanup command ([`crate::host::sandbox::CLEANUP_ENV`]: removing a
+/// container that a killed client left running), run once the tree is gone,
+/// bounded to 30 s.
+fn run_cleanup(cleanup: Option<OsString>) {
+    let Some(value) = cleanup.and_then(|v| v.into_string().ok()) else {
+        return;
+    };
+    let argv = crate::host::sandbox::cleanup_argv(&value);
+    let Some((program, args)) = argv.split_first() else {
+        return;
+    };
+    let spawned = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    if let Ok(mut child) = spawned {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 fn report_error(lifeline: &mut UnixStream, e: &std::io::Error) -> ! {
@@ -106,6 +138,7 @@ fn become_subreaper() {}
 fn spawn(program: &OsString, args: impl Iterator<Item = OsString>) -> std::io::Result<i32> {
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::null()).process_group(0);
+    cmd.env_remove(crate::host::sandbox::CLEANUP_ENV);
     #[cfg(target_os = "linux")]
     // SAFETY: only prctl, async-signal-safe, runs between fork and exec.
     unsafe {

@@ -16,6 +16,7 @@ pub mod process;
 pub mod readiness;
 pub mod remote;
 pub mod run;
+pub mod sandbox;
 pub mod signals;
 pub mod supervise;
 pub mod workspaces;

@@ -55,6 +55,9 @@ pub struct DaemonRecord {
     /// The daemon's output when it runs in the background.
     pub log: Option<PathBuf>,
     pub opencode: OpenCodeRecord,
+    /// Sandbox mode (SPEC §5.9): `{"mode":"none"}` without one.
+    #[serde(default)]
+    pub sandbox: crate::host::sandbox::SandboxInfo,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -80,7 +80,17 @@ pub async fn run(
         .map(|a| a.port())
         .map_err(|e| HostError::Runtime(format!("cannot read the daemon's port: {e}")))?;
     let url = format!("http://{}:{port}", super::url_host(&config.host));
-    let binary = resolve_opencode(&resolver, logger).await?;
+    let mut binary = resolve_opencode(&resolver, logger).await?;
+    // Sandbox mode (SPEC §5.9): checked before the daemon serves anything.
+    let sandbox = crate::host::sandbox::prepare_daemon(
+        &config.sandbox,
+        &resolver,
+        &data_dir,
+        run_id,
+        &mut binary,
+        logger,
+    )
+    .await?;
     let password =
         crate::host::credentials::token().map_err(|e| HostError::Runtime(e.to_string()))?;
     let auth = crate::host::credentials::basic_auth(OPENCODE_USERNAME, &password);
@@ -113,6 +123,8 @@ pub async fn run(
         logger: logger.clone(),
         port: Mutex::new(None),
         current: Mutex::new(None),
+        sandbox,
+        mounted: Mutex::new(Vec::new()),
     };
     let started_at = now();
     let process_start = crate::host::process::start_time(std::process::id());
@@ -145,6 +157,11 @@ pub async fn run(
                 last_exit: oc.last_exit,
             }
         },
+        sandbox: keeper
+            .sandbox
+            .as_ref()
+            .map(crate::host::sandbox::Sandbox::info)
+            .unwrap_or_default(),
     };
 
     let first = tokio::select! {
@@ -198,6 +215,18 @@ pub async fn run(
                 break 'run Err(HostError::Runtime(format!("the daemon's HTTP server failed: {detail}\nhint: see {}", log_path(&data_dir).display())));
             }
             _ = tick.tick() => keeper.probe().await,
+            // Sandbox mode (SPEC §5.9): OpenCode sees exactly the registered workspaces.
+            _ = keeper.sandbox_changed() => {
+                logger.info("the registered workspaces changed; restarting OpenCode so that its sandbox mounts exactly them");
+                keeper.stop().await;
+                match keeper.start().await {
+                    Ok(c) => {
+                        child = c;
+                        write(&shared);
+                    }
+                    Err(f) => logger.error(&f.to_string()),
+                }
+            }
             exit = child.exited() => {
                 child.drain_output(Duration::from_millis(300)).await;
                 if child.started.elapsed() >= STABLE_AFTER {
@@ -252,6 +281,9 @@ pub async fn run(
         }
     };
     keeper.stop().await;
+    if let Some(sb) = &keeper.sandbox {
+        sb.cleanup();
+    }
     let _ = stop_server.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     remove_record(&data_dir, std::process::id());

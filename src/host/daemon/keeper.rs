@@ -61,6 +61,9 @@ pub(super) struct Keeper {
     pub port: Mutex<Option<u16>>,
     /// The child being started or running, so a signal at any point stops it.
     pub current: Mutex<Option<Arc<Child>>>,
+    /// Sandbox mode (SPEC §5.9) and the workspaces its OpenCode mounts.
+    pub sandbox: Option<crate::host::sandbox::Sandbox>,
+    pub mounted: Mutex<Vec<PathBuf>>,
 }
 
 impl Keeper {
@@ -88,7 +91,7 @@ impl Keeper {
     }
 
     fn spec(&self, binary: &Resolved, port: u16) -> Spec {
-        Spec {
+        let spec = Spec {
             name: OPENCODE,
             binary: binary.path.clone(),
             args: [
@@ -116,7 +119,27 @@ impl Keeper {
                 .map(|s| s.to_string())
                 .collect(),
             cwd: self.cwd.clone(),
+        };
+        // Sandbox mode (SPEC §5.9): inside, with every registered workspace mounted.
+        match &self.sandbox {
+            Some(sb) => sb.wrap_daemon(
+                spec,
+                &self.shared.store,
+                &self.cwd,
+                &self.mounted,
+                &self.logger,
+            ),
+            None => spec,
         }
+    }
+
+    /// Resolves when the registered workspaces differ from those the
+    /// sandboxed OpenCode mounts; never without a sandbox.
+    pub(super) async fn sandbox_changed(&self) {
+        crate::host::sandbox::workspaces_changed(self.sandbox.is_some(), &self.mounted, || {
+            crate::host::sandbox::daemon_workspaces(&self.shared.store, &self.cwd, None)
+        })
+        .await
     }
 
     /// The previous port if it is still free, else a new free one.

@@ -35,6 +35,8 @@ pub struct DaemonConfig {
     /// How long OpenCode may take to become healthy at start.
     pub startup_timeout: Duration,
     pub run_id: String,
+    /// Sandbox mode (SPEC §5.9) for its OpenCode.
+    pub sandbox: crate::host::sandbox::SandboxArgs,
 }
 
 /// The host of a URL that reaches `host` from this machine.

@@ -139,6 +139,7 @@ fn pairing_rows(p: &pairing::Pairing) -> Vec<(String, String)> {
         ("username".into(), p.opencode.username.clone()),
         ("password".into(), p.opencode.password.clone()),
         ("attach".into(), p.attach.clone()),
+        ("sandbox".into(), p.sandbox.describe()),
     ]
 }
 

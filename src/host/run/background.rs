@@ -305,6 +305,7 @@ pub(super) async fn stop(data_dir: &Path, run_id: Option<&str>) -> Result<StopRe
     // Before anything is signalled: a pid that belongs to another process is named, never touched.
     let notes = stale_notes(&record);
     if !run_alive(&record) {
+        record.pairing.sandbox.cleanup();
         let _ = std::fs::remove_file(&path);
         return Ok(StopReport {
             run_id: id,
@@ -314,6 +315,8 @@ pub(super) async fn stop(data_dir: &Path, run_id: Option<&str>) -> Result<StopRe
         });
     }
     let killed = terminate(&record).await;
+    // Sandbox mode (SPEC §5.9): `docker rm -f openwrk-<run id>` and the like.
+    record.pairing.sandbox.cleanup();
     let _ = std::fs::remove_file(&path);
     Ok(StopReport {
         run_id: id,

@@ -60,6 +60,8 @@ pub struct Options {
     pub startup_timeout: u64,
     pub check: bool,
     pub check_events: bool,
+    /// Sandbox mode (SPEC §5.9).
+    pub sandbox: crate::host::sandbox::SandboxArgs,
 }
 
 /// How the OpenWork server treats write requests.

@@ -15,6 +15,9 @@ pub struct Pairing {
     pub opencode: OpenCodePairing,
     pub owpenbot: OwpenbotPairing,
     pub attach: String,
+    /// Sandbox mode (SPEC §5.9): `{"mode":"none"}` without one.
+    #[serde(default)]
+    pub sandbox: crate::host::sandbox::SandboxInfo,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +98,7 @@ pub fn text(p: &Pairing, remote_access: bool, owpenbot_note: Option<&str>) -> St
         ),
         _ => row("owpenbot", "disabled"),
     }
+    row("sandbox", &p.sandbox.describe());
     if !remote_access {
         out.push_str(
             "These services are reachable from this machine only; pass --remote-access \
@@ -254,6 +258,7 @@ mod tests {
                 health_port: Some(3005),
             },
             attach: attach_command("http://127.0.0.1:4096", "opencode", "p w"),
+            sandbox: Default::default(),
         }
     }
 

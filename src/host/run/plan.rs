@@ -51,6 +51,8 @@ pub struct Plan {
     pub connect_host: String,
     pub bins: Binaries,
     pub options: Options,
+    /// Sandbox mode (SPEC §5.9): OpenCode runs inside it when set.
+    pub sandbox: Option<crate::host::sandbox::Sandbox>,
     /// Held per sidecar so that no two free ports collide and nobody takes
     /// them before the child binds.
     reserved: Vec<(&'static str, TcpListener)>,
@@ -163,7 +165,11 @@ impl Plan {
                 self.creds.opencode_password.clone(),
             ),
         ]);
-        spec
+        // Sandbox mode (SPEC §5.9): the same spec, run inside the sandbox.
+        match &self.sandbox {
+            Some(sb) => sb.wrap(spec, std::slice::from_ref(&self.workspace), &self.workspace),
+            None => spec,
+        }
     }
 
     pub fn openwork_spec(&self) -> Spec {
@@ -308,7 +314,17 @@ pub async fn prepare(
         }),
         _ => LOOPBACK.to_string(),
     };
-    let bins = resolve(resolver, args, logger).await?;
+    let mut bins = resolve(resolver, args, logger).await?;
+    // Sandbox mode (SPEC §5.9): checked before anything starts.
+    let sandbox = crate::host::sandbox::prepare_run(
+        &args.sandbox,
+        resolver,
+        (&config.data_dir, &workspace),
+        &config.run_id,
+        &mut bins.opencode,
+        logger,
+    )
+    .await?;
     Ok(Plan {
         run_id: config.run_id.clone(),
         workspace,
@@ -320,6 +336,7 @@ pub async fn prepare(
         connect_host,
         bins,
         options: args.clone(),
+        sandbox,
         reserved,
     })
 }
@@ -487,6 +504,7 @@ mod tests {
             startup_timeout: 60,
             check: false,
             check_events: false,
+            sandbox: Default::default(),
         };
         Plan {
             run_id: "run-1".into(),
@@ -509,6 +527,7 @@ mod tests {
                 owpenbot: Some(resolved(OWPENBOT)),
             },
             options,
+            sandbox: None,
             reserved: Vec::new(),
         }
     }

@@ -208,5 +208,10 @@ fn make_pairing(plan: &Plan, opencode_version: Option<String>, owpenbot: bool) -
             health_port: plan.owpenbot_port.filter(|_| owpenbot),
         },
         attach: pairing::attach_command(&opencode_url, &c.opencode_username, &c.opencode_password),
+        sandbox: plan
+            .sandbox
+            .as_ref()
+            .map(crate::host::sandbox::Sandbox::info)
+            .unwrap_or_default(),
     }
 }

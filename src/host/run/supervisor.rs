@@ -46,6 +46,10 @@ pub(super) async fn supervise(
     };
     let outcome = after_ready(config, logger, output, role, &ready, &mut signals).await;
     children.stop(logger).await;
+    // Sandbox mode (SPEC §5.9): a container is gone on stop and after --check.
+    if let Some(sb) = &ready.plan.sandbox {
+        sb.cleanup();
+    }
     if role != Role::Foreground {
         let _ = std::fs::remove_file(pairing::record_path(&config.data_dir, &config.run_id));
     }
