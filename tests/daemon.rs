@@ -676,10 +676,7 @@ fn start_failures_are_clear_and_leave_nothing() {
 
 #[test]
 fn real_opencode_serves_two_workspaces_through_the_router() {
-    let Some(bin) = std::env::var_os("OPENWRK_TEST_OPENCODE_BIN").filter(|v| !v.is_empty()) else {
-        println!(
-            "skipped: OPENWRK_TEST_OPENCODE_BIN is not set (.ci/run fetches the real OpenCode)"
-        );
+    let Some(bin) = openwrk_test_support::real_opencode() else {
         return;
     };
     let env = Env::new();

@@ -21,17 +21,7 @@ use std::time::{Duration, Instant};
 use openwrk_test_support::{processes_under, standin};
 use serde_json::Value;
 
-/// Whether a prerequisite is there; under CI its absence fails the test.
-fn need(what: &str, present: bool) -> bool {
-    if present {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("{what} is required under CI=true (.ci/run installs it)");
-    }
-    println!("skipped: {what} is not available");
-    false
-}
+use openwrk_test_support::prerequisite as need;
 
 fn bwrap_present() -> bool {
     Path::new("/usr/bin/bwrap").exists()
@@ -39,11 +29,7 @@ fn bwrap_present() -> bool {
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("bwrap").is_file()))
 }
 
-fn real_opencode() -> Option<PathBuf> {
-    std::env::var_os("OPENWRK_TEST_OPENCODE_BIN")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-}
+use openwrk_test_support::real_opencode;
 
 struct Env {
     tmp: tempfile::TempDir,
@@ -444,7 +430,6 @@ fn shell(url: &str, password: &str, session: &str, command: &str) -> String {
 #[test]
 fn bwrap_with_the_real_opencode_confines_the_agents_commands() {
     let Some(bin) = real_opencode() else {
-        need("the real OpenCode (OPENWRK_TEST_OPENCODE_BIN)", false);
         return;
     };
     if !need("bubblewrap (bwrap)", bwrap_present()) {
@@ -882,7 +867,6 @@ fn a_missing_tool_names_what_to_install() {
 #[test]
 fn real_docker_or_podman_when_their_engine_answers() {
     let Some(bin) = real_opencode() else {
-        println!("skipped: OPENWRK_TEST_OPENCODE_BIN is not set");
         return;
     };
     let mut ran = false;

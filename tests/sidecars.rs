@@ -740,20 +740,19 @@ fn unsafe_sidecar_dirs_are_refused() {
         std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
         0o700
     );
-    // Owned by someone else (only root can arrange that).
-    if std::process::Command::new("chown")
-        .arg("65534")
-        .arg(&dir)
-        .status()
-        .is_ok_and(|s| s.success())
-    {
+    // Owned by someone else (only root can arrange that; CI runs as root).
+    if openwrk_test_support::root("chown of the sidecar dir to another user") {
+        let chowned = std::process::Command::new("chown")
+            .arg("65534")
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(chowned, "chown 65534 {} failed as root", dir.display());
         fails(
             &m.run(&["sidecars", "list"]),
             3,
             &["owned by uid 65534", "chown -R"],
         );
-    } else {
-        eprintln!("skipping the other-owner case: cannot chown here (not root)");
     }
 }
 

@@ -943,10 +943,7 @@ fn sidecars_from_a_manifest_are_verified_then_warm() {
 
 #[test]
 fn real_opencode_check_events() {
-    let Some(bin) = std::env::var_os("OPENWRK_TEST_OPENCODE_BIN").filter(|v| !v.is_empty()) else {
-        println!(
-            "skipped: OPENWRK_TEST_OPENCODE_BIN is not set (.ci/run fetches the real OpenCode)"
-        );
+    let Some(bin) = openwrk_test_support::real_opencode() else {
         return;
     };
     let env = Env::new();

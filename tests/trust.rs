@@ -32,22 +32,9 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Root-only checks run in CI (which runs as root) and fail there without it.
 fn require_root(what: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{what} needs root, and CI must run it"
-    );
-    eprintln!("skipped (needs root): {what}");
-    false
+    openwrk_test_support::root(what)
 }
 
 fn chmod(path: &Path, mode: u32) {

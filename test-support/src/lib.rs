@@ -101,3 +101,63 @@ pub fn private_opencode_env(cmd: &mut std::process::Command, home: &std::path::P
         .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
         .env("OPENCODE_DISABLE_LSP_DOWNLOAD", "1");
 }
+
+/// Whether this run is CI (`CI=true` or `CI=1`): there, every prerequisite of
+/// a test (the real OpenCode, root, bubblewrap) is installed by `.ci/run`, and
+/// a missing one fails the test instead of skipping it.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A test's prerequisite: `true` when `available`. Missing under CI, the test
+/// fails naming it; missing locally, the test is skipped, saying so on stderr
+/// and in `<target dir>/test-skips.txt` (which `.ci/run` prints at the end).
+pub fn prerequisite(what: &str, available: bool) -> bool {
+    if available {
+        return true;
+    }
+    assert!(
+        !under_ci(),
+        "{what} is required under CI=true (.ci/run provides it); this test must not skip there"
+    );
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let line = format!("skipped {test}: needs {what}\n");
+    eprint!("{line}");
+    let skips = target_dir().join("test-skips.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skips)
+    {
+        let _ = std::io::Write::write_all(&mut f, line.as_bytes());
+    }
+    false
+}
+
+/// The real OpenCode (`OPENWRK_TEST_OPENCODE_BIN`, set by `.ci/run`), or
+/// `None` after [`prerequisite`] said why the test skips.
+pub fn real_opencode() -> Option<std::path::PathBuf> {
+    let bin = std::env::var_os("OPENWRK_TEST_OPENCODE_BIN")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_file());
+    prerequisite(
+        "the real OpenCode (OPENWRK_TEST_OPENCODE_BIN; .ci/run fetches it from npm)",
+        bin.is_some(),
+    )
+    .then_some(bin)
+    .flatten()
+}
+
+/// Whether this test runs as root; tests that need it fail under CI without it.
+pub fn root(what: &str) -> bool {
+    #[cfg(unix)]
+    // SAFETY: geteuid has no preconditions.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    #[cfg(not(unix))]
+    let is_root = false;
+    prerequisite(&format!("root ({what})"), is_root)
+}
