@@ -285,7 +285,7 @@ pub enum Tee {
 /// a blocking [`Read`](std::io::Read) over what arrives, for a decompressor
 /// on another thread (a few chunks in flight at most: no asset is held in memory).
 pub fn tee() -> (tokio::sync::mpsc::Sender<Tee>, TeeReader) {
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
     (
         tx,
         TeeReader {

@@ -190,6 +190,17 @@ enum Size {
     Total(u64),
 }
 
+impl Size {
+    /// Archives of real-size fixtures are compressed like real releases
+    /// (level 6); the small ones fast.
+    fn level(self) -> u32 {
+        match self {
+            Size::Pad(_) => 1,
+            Size::Total(_) => 6,
+        }
+    }
+}
+
 fn write_fixture(path: &Path, label: &str, real: Option<&Path>, size: Size) -> io::Result<()> {
     match size {
         Size::Pad(pad) => write_binary(path, label, real, pad),
@@ -211,15 +222,20 @@ fn opencode_release_of(
         let bin = work.join(format!("{target}-{bin_name}"));
         let real = host_binary.filter(|_| target == host_target());
         write_fixture(&bin, &format!("opencode {tag} {target}"), real, size)?;
+        let level = size.level();
         let (name, path) = if target.starts_with("linux") {
             let name = format!("opencode-{target}.tar.gz");
             let path = dir.join(format!("{tag}-{name}"));
-            tar_gz(&path, &[(bin_name.as_str(), Entry::File(&bin))])?;
+            tar_gz_at(&path, &[(bin_name.as_str(), Entry::File(&bin))], level)?;
             (name, path)
         } else {
             let name = format!("opencode-{target}.zip");
             let path = dir.join(format!("{tag}-{name}"));
-            zip(&path, &[(bin_name.as_str(), Entry::File(&bin))])?;
+            zip_at(
+                &path,
+                &[(bin_name.as_str(), Entry::File(&bin))],
+                level.into(),
+            )?;
             (name, path)
         };
         assets.push(FakeAsset { name, path });
@@ -283,9 +299,14 @@ pub enum Entry<'a> {
 
 /// Writes a `.tar.gz` with exactly the given names (which may be unsafe).
 pub fn tar_gz(out: &Path, entries: &[(&str, Entry)]) -> io::Result<()> {
+    tar_gz_at(out, entries, 1)
+}
+
+/// [`tar_gz`] at a given gzip level (real releases use 6 or more).
+pub fn tar_gz_at(out: &Path, entries: &[(&str, Entry)], level: u32) -> io::Result<()> {
     let gz = flate2::GzBuilder::new().mtime(0).write(
         BufWriter::new(File::create(out)?),
-        flate2::Compression::fast(),
+        flate2::Compression::new(level),
     );
     let mut tar = tar::Builder::new(gz);
     for (name, entry) in entries {
@@ -334,10 +355,15 @@ fn set_raw_name(header: &mut tar::Header, name: &str) {
 
 /// Writes a `.zip` with exactly the given names (which may be unsafe).
 pub fn zip(out: &Path, entries: &[(&str, Entry)]) -> io::Result<()> {
+    zip_at(out, entries, 1)
+}
+
+/// [`zip`] at a given deflate level.
+pub fn zip_at(out: &Path, entries: &[(&str, Entry)], level: i64) -> io::Result<()> {
     let mut zip = zip::ZipWriter::new(BufWriter::new(File::create(out)?));
     let opts = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
-        .compression_level(Some(1))
+        .compression_level(Some(level))
         .unix_permissions(0o755);
     for (name, entry) in entries {
         match entry {
@@ -418,15 +444,18 @@ fn host_dist_of(
     };
     let asset = format!("opencode-{t}.{ext}");
     let inner = exe(t, "opencode");
+    let level = sizes[0].level();
     if is_windows(t) {
-        zip(
+        zip_at(
             &dir.join(&asset),
             &[(inner.as_str(), Entry::File(&opencode))],
+            level.into(),
         )?;
     } else {
-        tar_gz(
+        tar_gz_at(
             &dir.join(&asset),
             &[(inner.as_str(), Entry::File(&opencode))],
+            level,
         )?;
     }
     let (bin_sha, bin_size) = sha256_file(&opencode);

@@ -131,14 +131,17 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
             o = url(&plain[1]),
         );
         let streaming = best_bash(&pipeline)?;
-        // SPEC §10's download baseline: curl to a file, then the hash.
+        // SPEC §10's shell script: the archive streamed through a hasher into
+        // tar, then the extracted binary hashed; the plain files downloaded
+        // to disk and hashed.
         let download = format!(
             "set -euo pipefail; cd {out}; \
-             curl -sf -o a.tgz {a}; {hasher} a.tgz >/dev/null; \
+             curl -sf {a} | tee >({hasher} > a.sha) | tar xz; {hasher} {bin} >/dev/null; \
              curl -sf -o s.bin {s}; {hasher} s.bin >/dev/null; \
              curl -sf -o o.bin {o}; {hasher} o.bin >/dev/null",
             out = out.display(),
             a = url(&archive),
+            bin = format!("opencode{}", std::env::consts::EXE_SUFFIX),
             s = url(&plain[0]),
             o = url(&plain[1]),
         );
@@ -151,7 +154,7 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
             verdict(r1 <= 1.0)
         );
         println!(
-            "  baseline: curl -o + {hasher}, three files {:.3} s   ratio {r2:.2} (target ≤ 1.2){}",
+            "  baseline: `curl | tee >({hasher}) | tar xz` + {hasher} of the binary, curl -o + {hasher} ×2: {:.3} s   ratio {r2:.2} (target ≤ 1.2){}",
             to_files.as_secs_f64(),
             verdict(r2 <= 1.2)
         );

@@ -161,12 +161,14 @@ fn report(figures: &[Figure]) -> String {
          on the machine that ran it; see README.md for how each is measured).\n\n",
     );
     out.push_str(&format!(
-        "Run: {} UTC, {} cores, openwrk {}.\n\n",
+        "Run: {} UTC, {} cores, openwrk {}; 1-minute load average at the end {} (anything above 0 is other work sharing the cores, \
+         which stretches the CPU-bound figures more than their I/O-bound baselines).\n\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M"),
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
-        openwrk::VERSION
+        openwrk::VERSION,
+        load_average().map_or("unknown".into(), |l| format!("{l:.1}"))
     ));
     out.push_str("| figure | value | baseline (same run) | ratio | target | met | reproduce |\n|---|---|---|---|---|---|---|\n");
     for f in figures {
@@ -364,11 +366,17 @@ pub fn verdict(ok: bool) -> &'static str {
 
 /// Runs a command to completion; wall time and its peak RSS in KiB (`/usr/bin/time -f %M`).
 pub fn run_measured(cmd: Command) -> anyhow::Result<(Duration, u64)> {
+    run_timed(cmd).map(|(took, kib, _)| (took, kib))
+}
+
+/// Runs a command to completion: wall time, peak RSS in KiB and CPU seconds
+/// (user + system, children included) from `/usr/bin/time -f "%M %U %S"`.
+pub fn run_timed(cmd: Command) -> anyhow::Result<(Duration, u64, f64)> {
     let rss_file = tempfile::NamedTempFile::new()?;
     let mut timed = Command::new("/usr/bin/time");
     timed
         .arg("-f")
-        .arg("%M")
+        .arg("%M %U %S")
         .arg("-o")
         .arg(rss_file.path())
         .arg(cmd.get_program())
@@ -389,12 +397,26 @@ pub fn run_measured(cmd: Command) -> anyhow::Result<(Duration, u64)> {
         bail!("benchmarked command failed ({status})");
     }
     let text = std::fs::read_to_string(rss_file.path())?;
-    let kib = text
+    let fields: Vec<&str> = text
         .lines()
         .last()
-        .unwrap_or("0")
-        .trim()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let kib = fields.first().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let cpu = fields[1.min(fields.len())..]
+        .iter()
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum();
+    Ok((took, kib, cpu))
+}
+
+/// The 1-minute load average (Linux), to say how busy the machine was.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
         .parse()
-        .unwrap_or(0);
-    Ok((took, kib))
+        .ok()
 }

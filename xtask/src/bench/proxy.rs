@@ -142,6 +142,7 @@ pub async fn bench() -> anyhow::Result<Vec<Figure>> {
             "{oc_url}/path?directory={}",
             workspace.display().to_string().replace('/', "%2F")
         );
+        openwrk::install_crypto_provider();
         let client = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(CONCURRENCY)

@@ -155,7 +155,7 @@ pub fn bundle_archive(
     let file = std::fs::File::create(&path)
         .with_context(|| format!("cannot create {}", path.display()))?;
     let hashed = Hashed {
-        inner: BufWriter::with_capacity(1 << 20, file),
+        inner: BufWriter::with_capacity(256 << 10, file),
         sha: Sha256::new(),
     };
     let gz = archive::write_tar(ParGz::new(hashed, LEVEL)?, &entries, mtime)?;

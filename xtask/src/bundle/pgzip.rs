@@ -55,7 +55,7 @@ impl<W: Write> ParGz<W> {
             level,
             block: Vec::with_capacity(BLOCK),
             in_flight: VecDeque::new(),
-            max_in_flight: 2 * threads,
+            max_in_flight: threads,
             crc: crc32fast::Hasher::new(),
             size: 0,
         })
