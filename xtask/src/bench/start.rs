@@ -1,6 +1,6 @@
 //! `bench start`: launch to all healthy with the real OpenCode (stand-in
 //! OpenWork server and Owpenbot), against OpenCode alone started with the
-//! same arguments and private HOME and polled by an independent prober: curl
+//! same arguments and a private HOME and polled by an independent prober: curl
 //! with a 0.25 s timeout every 20 ms (SPEC §10), never openwrk's own probes.
 //! The two are measured alternately, so load on the machine hits both alike.
 
@@ -59,9 +59,29 @@ fn opencode_alone(opencode: &Path, home: &Path, workspace: &Path) -> anyhow::Res
             std::thread::sleep(rest);
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    // Stopped like openwrk stops it (SIGTERM, SIGKILL after 5 s): an unclean
+    // exit would slow the next start down (database recovery).
+    terminate(child.id());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     result
+}
+
+/// Waits (up to 5 s) until nothing started under `dir` runs any more: a
+/// start must not overlap the previous run's exit (OpenCode waits for the
+/// database another OpenCode still holds).
+fn settle(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !openwrk_test_support::processes_under(dir).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 pub fn bench() -> anyhow::Result<Vec<Figure>> {
@@ -90,17 +110,20 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
     let tmp = tempfile::Builder::new()
         .prefix("openwrk-bench-")
         .tempdir()?;
-    let home = tmp.path().join("home");
+    // Each side has its own private HOME (one OpenCode database each).
+    let (home_alone, home) = (tmp.path().join("home-alone"), tmp.path().join("home"));
     let workspace = tmp.path().join("workspace");
     std::fs::create_dir_all(&workspace)?;
     // One unmeasured start of each: OpenCode creates its database and caches.
-    opencode_alone(&opencode, &home, &workspace)?;
+    opencode_alone(&opencode, &home_alone, &workspace)?;
+    settle(tmp.path());
 
     let (mut alone, mut healthy, mut stops, mut rss_kib) =
         (Vec::new(), Vec::new(), Vec::new(), 0u64);
     for i in 0..=RUNS {
         if i > 0 {
-            alone.push(opencode_alone(&opencode, &home, &workspace)?);
+            alone.push(opencode_alone(&opencode, &home_alone, &workspace)?);
+            settle(tmp.path());
         }
         // openwrk serve: launch until the pairing JSON is printed (all healthy).
         let mut cmd = Command::new(&openwrk);
@@ -144,6 +167,7 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
         if !status.success() {
             bail!("openwrk serve exited with {status} after SIGTERM");
         }
+        settle(tmp.path());
         // The first run warms the page cache and OpenCode's state like the
         // unmeasured start of OpenCode alone did.
         if i > 0 {
@@ -151,6 +175,17 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
             stops.push(stop.elapsed());
         }
     }
+    let secs = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{:.2}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "  runs (s): OpenCode alone {}; openwrk serve {}",
+        secs(&alone),
+        secs(&healthy)
+    );
     let (alone, healthy, stop) = (median(alone), median(healthy), median(stops));
     let ratio = healthy.as_secs_f64() / alone.as_secs_f64();
     println!(
