@@ -130,10 +130,7 @@ async fn list(global: &Global, resolver: &Resolver) -> Result<i32, Failure> {
         let shown = bundled
             .filter(|p| mode == SourceMode::Bundled || (mode == SourceMode::Auto && p.is_file()));
         if let Some(path) = shown {
-            let ok = crate::supply::digest::hash_file(&path).is_ok_and(|d| {
-                let want = asset.binary_digest();
-                d.sha256 == want.sha256 && d.size == want.size
-            });
+            let ok = resolver.bundled_matches(&path, &asset.binary_digest())?;
             rows.push(row(
                 name,
                 version,

@@ -4,6 +4,9 @@
 //! and the whole response: OpenCode accepts TCP connections a few hundred
 //! milliseconds before it serves them and never answers a request that
 //! arrived in that window, so a probe without its own deadline can hang forever.
+//! Waiting for readiness therefore hedges ([`Prober::hedged`]): a new probe
+//! starts every [`HEDGE_INTERVAL`] whether or not earlier ones have answered,
+//! and the first healthy answer wins.
 
 use std::time::Duration;
 
@@ -14,6 +17,11 @@ use serde_json::Value;
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_millis(250);
+/// Between the starts of two hedged probes (SPEC §5.3).
+pub const HEDGE_INTERVAL: Duration = Duration::from_millis(100);
+/// After a refused connection (nothing listens yet, so no request reached the
+/// sidecar and nothing is logged) the next probe starts this soon.
+const AFTER_REFUSED: Duration = Duration::from_millis(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
@@ -91,6 +99,54 @@ impl Prober {
 
     /// One probe, never longer than [`PROBE_TIMEOUT`] (plus scheduling).
     pub async fn probe(&self, endpoint: &Endpoint) -> Probe {
+        self.attempt(endpoint).await.0
+    }
+
+    /// Hedged probes until one finds `endpoint` up or `until` passes (SPEC
+    /// §5.3): a new probe (a fresh connection, bounded like [`Prober::probe`])
+    /// starts every [`HEDGE_INTERVAL`] while earlier ones may still be in
+    /// flight, and sooner after a refused connection; the first healthy (or
+    /// degraded-but-running) answer wins and the probes still in flight are
+    /// dropped. A probe caught in OpenCode's accept-before-serve window thus
+    /// delays readiness by at most one interval, not by its 1 s timeout.
+    ///
+    /// At `until`, the last `Down` seen (or "no answer" while every probe
+    /// was still waiting). At least one probe is started, however late.
+    pub async fn hedged(&self, endpoint: &Endpoint, until: tokio::time::Instant) -> Probe {
+        use tokio::time::{sleep_until, Instant};
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        in_flight.push(self.attempt(endpoint));
+        let mut next = Instant::now() + HEDGE_INTERVAL;
+        let mut last_down: Option<String> = None;
+        let deadline = sleep_until(until.max(Instant::now()));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                biased;
+                Some((probe, refused)) = in_flight.next(), if !in_flight.is_empty() => match probe {
+                    Probe::Down { reason } => {
+                        last_down = Some(reason);
+                        if refused {
+                            next = next.min(Instant::now() + AFTER_REFUSED);
+                        }
+                    }
+                    up => return up,
+                },
+                _ = &mut deadline => {
+                    return Probe::Down {
+                        reason: last_down.unwrap_or_else(|| "no answer yet".into()),
+                    }
+                }
+                _ = sleep_until(next) => {
+                    in_flight.push(self.attempt(endpoint));
+                    next = Instant::now() + HEDGE_INTERVAL;
+                }
+            }
+        }
+    }
+
+    /// One probe, and whether its connection was refused (nothing listening).
+    async fn attempt(&self, endpoint: &Endpoint) -> (Probe, bool) {
         let mut request = self.client.get(endpoint.url());
         if let Endpoint::OpenCode { authorization, .. } = endpoint {
             request = request.header(reqwest::header::AUTHORIZATION, authorization);
@@ -101,20 +157,13 @@ impl Prober {
             let body = response.bytes().await?;
             Ok::<_, reqwest::Error>((status, body))
         };
+        let down = |reason: String| Probe::Down { reason };
         match tokio::time::timeout(PROBE_TIMEOUT + Duration::from_millis(100), attempt).await {
-            Err(_) => Probe::Down {
-                reason: "no answer within 1 s".into(),
-            },
-            Ok(Err(e)) if e.is_timeout() => Probe::Down {
-                reason: "no answer within 1 s".into(),
-            },
-            Ok(Err(e)) if e.is_connect() => Probe::Down {
-                reason: "connection refused".into(),
-            },
-            Ok(Err(e)) => Probe::Down {
-                reason: crate::error_chain(&e),
-            },
-            Ok(Ok((status, body))) => judge(endpoint, status, &body),
+            Err(_) => (down("no answer within 1 s".into()), false),
+            Ok(Err(e)) if e.is_timeout() => (down("no answer within 1 s".into()), false),
+            Ok(Err(e)) if e.is_connect() => (down("connection refused".into()), true),
+            Ok(Err(e)) => (down(crate::error_chain(&e)), false),
+            Ok(Ok((status, body))) => (judge(endpoint, status, &body), false),
         }
     }
 }
@@ -320,5 +369,131 @@ mod tests {
         assert!(!probe.is_up());
         assert!(start.elapsed() < Duration::from_millis(1500));
         drop(listener);
+    }
+
+    /// A loopback server that accepts connections at once but, for its first
+    /// `silent` after starting, never answers them (OpenCode's
+    /// accept-before-serve window); then answers `GET /health` with `ok:true`.
+    fn accept_before_serve(silent: Duration) -> (u16, std::time::Instant) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let started = std::time::Instant::now();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                if started.elapsed() < silent {
+                    held.push(conn);
+                    continue;
+                }
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf);
+                    let body = r#"{"ok":true,"version":"1"}"#;
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        (port, started)
+    }
+
+    #[tokio::test]
+    async fn a_probe_caught_before_serving_does_not_delay_readiness() {
+        let silent = Duration::from_millis(400);
+        let (port, started) = accept_before_serve(silent);
+        let prober = Prober::new().unwrap();
+        let endpoint = Endpoint::OpenWork {
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        let probe = prober.hedged(&endpoint, until).await;
+        assert!(probe.is_up(), "{probe:?}");
+        let late = started.elapsed().saturating_sub(silent);
+        // One probe per 100 ms: the first one after the window answers.
+        assert!(
+            late < Duration::from_millis(150),
+            "ready {late:?} after serving"
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_yet_is_retried_sooner() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let prober = Prober::new().unwrap();
+        let endpoint = Endpoint::OpenWork {
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let serve_at = std::time::Instant::now() + Duration::from_millis(300);
+        let server = std::thread::spawn(move || {
+            std::thread::sleep(serve_at - std::time::Instant::now());
+            let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+            let body = r#"{"ok":true}"#;
+            let _ = std::io::Write::write_all(
+                &mut conn,
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            std::time::Instant::now()
+        });
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        let probe = prober.hedged(&endpoint, until).await;
+        let ready = std::time::Instant::now();
+        assert!(probe.is_up(), "{probe:?}");
+        let _ = server.join().unwrap();
+        assert!(
+            ready.duration_since(serve_at) < Duration::from_millis(100),
+            "ready {:?} after listening",
+            ready.duration_since(serve_at)
+        );
+    }
+
+    #[tokio::test]
+    async fn hedged_probes_give_up_at_the_deadline_with_the_last_reason() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let prober = Prober::new().unwrap();
+        let started = tokio::time::Instant::now();
+        let probe = prober
+            .hedged(
+                &Endpoint::OpenWork {
+                    base: format!("http://127.0.0.1:{port}"),
+                },
+                started + Duration::from_millis(250),
+            )
+            .await;
+        assert_eq!(
+            probe,
+            Probe::Down {
+                reason: "connection refused".into()
+            }
+        );
+        assert!(started.elapsed() < Duration::from_millis(400));
+        // A silent server: every probe still waiting at the deadline.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let probe = prober
+            .hedged(
+                &Endpoint::OpenWork {
+                    base: format!("http://127.0.0.1:{port}"),
+                },
+                tokio::time::Instant::now() + Duration::from_millis(300),
+            )
+            .await;
+        assert!(!probe.is_up(), "{probe:?}");
+        drop(silent);
     }
 }

@@ -21,7 +21,7 @@ pub async fn wait_ready(
     loop {
         let reason = tokio::select! {
             exit = child.exited() => return Err(exited_during_startup(child, exit, logger).await),
-            probe = prober.probe(endpoint) => match probe {
+            probe = prober.hedged(endpoint, deadline) => match probe {
                 Probe::Down { reason } => reason,
                 up => return Ok(up),
             },

@@ -157,7 +157,14 @@ pub fn extract_binary(
         .tempfile_in(dir)
         .map_err(write_err)?;
     let digest = match kind {
-        ArchiveKind::TarGz => extract_tar(archive, &wanted, binary, tmp.as_file(), limit)?,
+        ArchiveKind::TarGz => extract_tar(
+            archive,
+            open(archive)?,
+            &wanted,
+            binary,
+            Some(tmp.as_file()),
+            limit,
+        )?,
         ArchiveKind::Zip => {
             let names = list_zip_checked(archive)?;
             let chosen =
@@ -188,14 +195,168 @@ pub fn extract_binary(
     Ok(digest)
 }
 
+/// Like [`extract_binary`] for a tar.gz that arrives through `reader` (a
+/// download in progress): every entry is checked as it streams by, and the
+/// binary is hashed, and written to `dest` when given, without the archive
+/// being read again. `archive` names it in errors. `dest` is written in
+/// place (mode 0755, fsynced): it is the caller's part file, renamed into
+/// place once the archive verified, and removed by the caller on failure.
+pub fn extract_tar_gz_stream(
+    reader: impl Read,
+    archive: &Path,
+    binary: &str,
+    dest: Option<&Path>,
+    limit: u64,
+) -> Result<FileDigest, ArchiveError> {
+    let wanted = check_entry_path(binary).map_err(|reason| ArchiveError::UnsafeEntry {
+        archive: archive.to_path_buf(),
+        entry: binary.to_string(),
+        reason,
+    })?;
+    let Some(dest) = dest else {
+        return extract_tar(archive, reader, &wanted, binary, None, limit);
+    };
+    let write_err = |source: io::Error| ArchiveError::Write {
+        path: dest.to_path_buf(),
+        source,
+    };
+    let file = File::create(dest).map_err(write_err)?;
+    let digest = extract_tar(archive, reader, &wanted, binary, Some(&file), limit)?;
+    file.sync_all().map_err(write_err)?;
+    set_executable(dest).map_err(write_err)?;
+    Ok(digest)
+}
+
+/// A temp file beside `dest` for an extraction.
+fn temp_beside(dest: &Path) -> Result<tempfile::NamedTempFile, ArchiveError> {
+    tempfile::Builder::new()
+        .prefix(&format!(
+            ".{}.extract-",
+            dest.file_name().unwrap_or_default().to_string_lossy()
+        ))
+        .tempfile_in(dest.parent().unwrap_or(Path::new(".")))
+        .map_err(|source| ArchiveError::Write {
+            path: dest.to_path_buf(),
+            source,
+        })
+}
+
+/// fsync, mode 0755, then rename into place.
+fn persist_executable(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), ArchiveError> {
+    let write_err = |source: io::Error| ArchiveError::Write {
+        path: dest.to_path_buf(),
+        source,
+    };
+    tmp.as_file().sync_all().map_err(write_err)?;
+    set_executable(tmp.path()).map_err(write_err)?;
+    tmp.persist(dest).map_err(|e| write_err(e.error))?;
+    Ok(())
+}
+
+/// What streaming a zip's local entries found ([`stream_zip`]).
+pub struct ZipStreamed {
+    /// Every regular file's path, in archive order.
+    files: Vec<PathBuf>,
+    /// The first file matching the binary (exact path, else file name): its
+    /// path, digest, and the extracted copy when one was asked for.
+    candidate: Option<(PathBuf, FileDigest, Option<tempfile::NamedTempFile>)>,
+}
+
+/// Reads a zip as it arrives (local entry headers, as a download streams
+/// in), hashing the first entry that matches `binary`, and writing it to a
+/// temp file beside `dest` when given. A zip's authority is its central
+/// directory at the end, so [`finish_zip`] confirms the result once the file
+/// is complete (and extracts from the file when anything disagrees).
+pub fn stream_zip(
+    mut reader: impl Read,
+    binary: &str,
+    dest: Option<&Path>,
+    limit: u64,
+) -> Option<ZipStreamed> {
+    let wanted = check_entry_path(binary).ok()?;
+    let mut streamed = ZipStreamed {
+        files: Vec::new(),
+        candidate: None,
+    };
+    while let Ok(Some(mut file)) = zip::read::read_zipfile_from_stream(&mut reader) {
+        let path = check_entry_path(&String::from_utf8_lossy(file.name_raw())).ok()?;
+        if !file.is_file() {
+            io::copy(&mut file, &mut io::sink()).ok()?;
+            continue;
+        }
+        let matches = path == wanted || path.file_name() == wanted.file_name();
+        if matches && streamed.candidate.is_none() {
+            let tmp = match dest {
+                Some(d) => Some(temp_beside(d).ok()?),
+                None => None,
+            };
+            let digest = match &tmp {
+                Some(t) => {
+                    let mut w = HashingWriter::new(io::BufWriter::new(t.as_file()));
+                    copy_limited(&mut file, &mut w, limit, Path::new(""), &path).ok()?;
+                    w.finish().ok()?
+                }
+                None => {
+                    let mut w = HashingWriter::new(io::sink());
+                    copy_limited(&mut file, &mut w, limit, Path::new(""), &path).ok()?;
+                    w.finish().ok()?
+                }
+            };
+            streamed.candidate = Some((path.clone(), digest, tmp));
+        } else {
+            io::copy(&mut file, &mut io::sink()).ok()?;
+        }
+        streamed.files.push(path);
+    }
+    // Drain the rest (the central directory) so the sender never waits on us.
+    io::copy(&mut reader, &mut io::sink()).ok()?;
+    Some(streamed)
+}
+
+/// Confirms a [`stream_zip`] result against the complete file's central
+/// directory (every entry checked, the same entry chosen as
+/// [`extract_binary`] would); otherwise, or without a streamed result,
+/// extracts from the file. With `dest` None only the digest is computed.
+pub fn finish_zip(
+    archive: &Path,
+    streamed: Option<ZipStreamed>,
+    binary: &str,
+    dest: Option<&Path>,
+    limit: u64,
+) -> Result<FileDigest, ArchiveError> {
+    let names = list_zip_checked(archive)?;
+    if let (Some(s), Ok(wanted)) = (streamed, check_entry_path(binary)) {
+        if let (Some((path, digest, tmp)), Some(chosen)) =
+            (s.candidate, pick_entry(&names, &wanted))
+        {
+            if path == chosen && s.files == names && dest.is_some() == tmp.is_some() {
+                if let (Some(dest), Some(tmp)) = (dest, tmp) {
+                    persist_executable(tmp, dest)?;
+                }
+                return Ok(digest);
+            }
+        }
+    }
+    match dest {
+        Some(dest) => extract_binary(archive, ArchiveKind::Zip, binary, dest, limit),
+        None => {
+            let scratch = temp_beside(archive)?;
+            let digest = extract_binary(archive, ArchiveKind::Zip, binary, scratch.path(), limit);
+            let _ = std::fs::remove_file(scratch.path());
+            digest
+        }
+    }
+}
+
 /// One pass over a tar.gz: every entry is checked, and the wanted binary (the
 /// exact path, else the one file of that name) is copied out as it streams by,
-/// so the archive is decompressed once.
+/// so the archive is decompressed once. Without `out` it is only hashed.
 fn extract_tar(
     archive: &Path,
+    reader: impl Read,
     wanted: &Path,
     binary: &str,
-    out: &File,
+    out: Option<&File>,
     limit: u64,
 ) -> Result<FileDigest, ArchiveError> {
     let corrupt = |source: io::Error| ArchiveError::Corrupt {
@@ -207,7 +368,7 @@ fn extract_tar(
         path: archive.to_path_buf(),
         source,
     };
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(open(archive)?));
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(reader));
     let mut names = Vec::new();
     let mut same_name = 0;
     // (exact path?, digest) of what was copied out so far.
@@ -223,12 +384,22 @@ fn extract_tar(
         let take =
             (exact && !copied.as_ref().is_some_and(|c| c.0)) || (by_name && copied.is_none());
         if take {
-            let mut file = out;
-            file.set_len(0).map_err(write_err)?;
-            io::Seek::rewind(&mut file).map_err(write_err)?;
-            let mut w = HashingWriter::new(io::BufWriter::new(out));
-            copy_limited(&mut entry, &mut w, limit, archive, &path)?;
-            copied = Some((exact, w.finish().map_err(write_err)?));
+            let digest = match out {
+                Some(out) => {
+                    let mut file = out;
+                    file.set_len(0).map_err(write_err)?;
+                    io::Seek::rewind(&mut file).map_err(write_err)?;
+                    let mut w = HashingWriter::new(io::BufWriter::new(out));
+                    copy_limited(&mut entry, &mut w, limit, archive, &path)?;
+                    w.finish().map_err(write_err)?
+                }
+                None => {
+                    let mut w = HashingWriter::new(io::sink());
+                    copy_limited(&mut entry, &mut w, limit, archive, &path)?;
+                    w.finish().map_err(write_err)?
+                }
+            };
+            copied = Some((exact, digest));
         }
         names.push(path);
     }
@@ -401,7 +572,17 @@ pub fn write_tar_gz(out: &Path, entries: &[ArchiveEntry], mtime: u64) -> io::Res
         .mtime(0)
         .operating_system(255)
         .write(io::BufWriter::new(file), flate2::Compression::default());
-    let mut tar = tar::Builder::new(gz);
+    let gz = write_tar(gz, entries, mtime)?;
+    let mut buf = gz.finish()?;
+    buf.flush()?;
+    buf.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+/// The deterministic tar stream of [`write_tar_gz`] (sorted entries, parent
+/// directories, fixed mtime, owners and modes) into any writer, such as a
+/// parallel gzip encoder; returns the writer.
+pub fn write_tar<W: Write>(out: W, entries: &[ArchiveEntry], mtime: u64) -> io::Result<W> {
+    let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Deterministic);
     for (name, source) in with_dirs(entries) {
         let mut header = tar::Header::new_gnu();
@@ -426,10 +607,7 @@ pub fn write_tar_gz(out: &Path, entries: &[ArchiveEntry], mtime: u64) -> io::Res
             }
         }
     }
-    let gz = tar.into_inner()?;
-    let mut buf = gz.finish()?;
-    buf.flush()?;
-    buf.into_inner().map_err(|e| e.into_error())?.sync_all()
+    tar.into_inner()
 }
 
 /// Writes a reproducible `.zip` (sorted entries, fixed timestamp, fixed modes).
@@ -581,6 +759,53 @@ mod tests {
                 1,
                 "no temp file left"
             );
+        }
+    }
+
+    #[test]
+    fn streamed_extraction_agrees_with_the_file() {
+        use openwrk_test_support::fixtures::Entry::Bytes;
+        let mut big = Vec::new();
+        openwrk_test_support::fixtures::write_executable_like(&mut big, 3, 3 << 20).unwrap();
+        let entries = [("README", Bytes(b"r")), ("pkg/opencode", Bytes(&big))];
+        for zip in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, kind) = if zip {
+                let p = dir.path().join("a.zip");
+                openwrk_test_support::fixtures::zip(&p, &entries).unwrap();
+                (p, ArchiveKind::Zip)
+            } else {
+                let p = dir.path().join("a.tar.gz");
+                openwrk_test_support::fixtures::tar_gz(&p, &entries).unwrap();
+                (p, ArchiveKind::TarGz)
+            };
+            let want = extract_binary(
+                &path,
+                kind,
+                "opencode",
+                &dir.path().join("a"),
+                MAX_BINARY_SIZE,
+            )
+            .unwrap();
+            let open = || BufReader::new(File::open(&path).unwrap());
+            let out = dir.path().join("b");
+            let got = if zip {
+                let streamed = stream_zip(open(), "opencode", Some(&out), MAX_BINARY_SIZE);
+                assert!(streamed.is_some());
+                let only_hashed =
+                    finish_zip(&path, None, "opencode", None, MAX_BINARY_SIZE).unwrap();
+                assert_eq!(only_hashed, want);
+                finish_zip(&path, streamed, "opencode", Some(&out), MAX_BINARY_SIZE).unwrap()
+            } else {
+                let only_hashed =
+                    extract_tar_gz_stream(open(), &path, "opencode", None, MAX_BINARY_SIZE)
+                        .unwrap();
+                assert_eq!(only_hashed, want);
+                extract_tar_gz_stream(open(), &path, "opencode", Some(&out), MAX_BINARY_SIZE)
+                    .unwrap()
+            };
+            assert_eq!(got, want);
+            assert_eq!(std::fs::read(&out).unwrap(), big);
         }
     }
 

@@ -359,6 +359,155 @@ impl CacheEntry {
     }
 }
 
+/// How a bundled binary was found ([`BundledRecord::check`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundledCheck {
+    /// Its record matches the file's size, mtime, ctime, device and inode.
+    Warm,
+    /// Rehashed and matching; the record is (re)written.
+    Rehashed,
+    Missing,
+    /// Does not match the manifest (left where it is: a bundle is not ours to move).
+    Mismatch(FileDigest),
+}
+
+/// The verification record of one bundled sidecar (SPEC §3.4):
+/// `<data dir>/bundled/<key>/<binary>.verified`, `key` naming the bundle
+/// directory (the first 16 hex of the SHA-256 of its path), with the same
+/// identity fields as the cache's `.verified` and the same trust rules: the
+/// record and its directories must be ours (or root's) and not group- or
+/// world-writable. A warm start of a bundled install then hashes nothing.
+#[derive(Debug, Clone)]
+pub struct BundledRecord {
+    /// `<data dir>/bundled`, where the trust check starts.
+    root: PathBuf,
+    dir: PathBuf,
+    record: PathBuf,
+    /// The bundled binary: `<bundle dir>/sidecars/<binary>`.
+    pub binary: PathBuf,
+}
+
+/// What a bundled record holds: the cache record's fields plus the binary
+/// it is about (spelled out: serde's `flatten` cannot carry the i128 times).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BundledVerified {
+    sha256: String,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    device: u64,
+    inode: u64,
+    path: PathBuf,
+}
+
+impl BundledRecord {
+    /// The record of `<bundle dir>/sidecars/<binary>`, kept under `data_dir`.
+    pub fn new(data_dir: &Path, bundle_dir: &Path, binary: &str) -> BundledRecord {
+        let root = data_dir.join("bundled");
+        let key = crate::supply::digest::sha256_hex(bundle_dir.as_os_str().as_encoded_bytes());
+        let dir = root.join(&key[..16]);
+        BundledRecord {
+            record: dir.join(format!("{binary}.verified")),
+            binary: bundle_dir.join("sidecars").join(binary),
+            root,
+            dir,
+        }
+    }
+
+    /// The record file.
+    pub fn path(&self) -> &Path {
+        &self.record
+    }
+
+    /// Refuses a record another user could have written (SPEC §3.4).
+    fn check_trust(&self) -> Result<(), CacheError> {
+        for p in [&self.root, &self.dir, &self.record] {
+            match std::fs::symlink_metadata(p) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(CacheError::Unsafe {
+                        problem: "a symbolic link".into(),
+                        fix: format!("remove it (`rm {}`)", p.display()),
+                        path: p.clone(),
+                    })
+                }
+                Ok(meta) => check_trusted(p, &meta)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) => return Err(io(p)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&self) -> Option<Verified> {
+        let bytes = crate::fsutil::read_capped(&self.record, 64 * 1024).ok()?;
+        let v: BundledVerified = serde_json::from_slice(&bytes).ok()?;
+        (v.path == self.binary).then_some(Verified {
+            sha256: v.sha256,
+            size: v.size,
+            mtime_ns: v.mtime_ns,
+            ctime_ns: v.ctime_ns,
+            device: v.device,
+            inode: v.inode,
+            checked: checked_sha256(),
+        })
+    }
+
+    /// Checks the bundled binary against `expected`: warm when its record
+    /// still describes the file, else a rehash (recorded when it matches).
+    pub fn check(&self, expected: &BinaryDigest) -> Result<BundledCheck, CacheError> {
+        let meta = match std::fs::metadata(&self.binary) {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => return Ok(BundledCheck::Missing),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BundledCheck::Missing),
+            Err(e) => return Err(io(&self.binary)(e)),
+        };
+        self.check_trust()?;
+        if let Some(v) = self.read() {
+            if v.sha256 == expected.sha256 && v.size == expected.size && v.same_file(&meta) {
+                return Ok(BundledCheck::Warm);
+            }
+        }
+        let actual = if meta.len() == expected.size {
+            hash_file(&self.binary).map_err(io(&self.binary))?
+        } else {
+            FileDigest {
+                sha256: "(not hashed: wrong size)".into(),
+                size: meta.len(),
+            }
+        };
+        if actual.sha256 != expected.sha256 || actual.size != expected.size {
+            let _ = std::fs::remove_file(&self.record);
+            return Ok(BundledCheck::Mismatch(actual));
+        }
+        // Best effort: without a record the next start rehashes, nothing worse.
+        if let Err(e) = self.record(&meta, &actual) {
+            tracing::debug!("cannot record {}: {e}", self.record.display());
+        }
+        Ok(BundledCheck::Rehashed)
+    }
+
+    fn record(&self, meta: &std::fs::Metadata, digest: &FileDigest) -> Result<(), CacheError> {
+        crate::fsutil::create_private_dir_all(&self.dir).map_err(io(&self.dir))?;
+        self.check_trust()?;
+        let v = Verified::of(meta, digest, "sha256");
+        let v = BundledVerified {
+            sha256: v.sha256,
+            size: v.size,
+            mtime_ns: v.mtime_ns,
+            ctime_ns: v.ctime_ns,
+            device: v.device,
+            inode: v.inode,
+            path: self.binary.clone(),
+        };
+        crate::fsutil::write_atomic(
+            &self.record,
+            serde_json::to_string(&v).expect("serializes").as_bytes(),
+        )
+        .map_err(io(&self.record))
+    }
+}
+
 impl Verified {
     /// The record for a file whose metadata is `meta` and bytes hash to `digest`.
     pub fn of(meta: &std::fs::Metadata, digest: &FileDigest, checked: &str) -> Verified {
@@ -508,5 +657,64 @@ mod tests {
         }
         assert_eq!(e.check(&want).unwrap(), Check::Missing);
         assert_eq!(cache.list().len(), 1);
+    }
+
+    #[test]
+    fn bundled_records_warm_rehash_and_tamper() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle = tmp.path().join("install");
+        std::fs::create_dir_all(bundle.join("sidecars")).unwrap();
+        let data = tmp.path().join("data");
+        let r = BundledRecord::new(&data, &bundle, "owpenbot");
+        let want = BinaryDigest {
+            sha256: "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9",
+            size: 11,
+        };
+        assert_eq!(r.check(&want).unwrap(), BundledCheck::Missing);
+        std::fs::write(&r.binary, b"hello world").unwrap();
+        assert_eq!(r.check(&want).unwrap(), BundledCheck::Rehashed);
+        assert!(r.path().starts_with(data.join("bundled")), "{:?}", r.path());
+        assert_eq!(r.check(&want).unwrap(), BundledCheck::Warm);
+        // Another bundle directory has its own record.
+        let other = BundledRecord::new(&data, &tmp.path().join("elsewhere"), "owpenbot");
+        assert_ne!(other.path(), r.path());
+        // Tampered, mtime restored: ctime still changed, so it is rehashed and refused.
+        let mtime = std::fs::metadata(&r.binary).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(&r.binary, b"hello World").unwrap();
+        File::options()
+            .write(true)
+            .open(&r.binary)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert!(matches!(r.check(&want).unwrap(), BundledCheck::Mismatch(_)));
+        assert!(r.binary.is_file(), "a bundle is never moved");
+        assert!(!r.path().exists(), "the stale record is gone");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn bundled_records_others_can_write_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle = tmp.path().join("install");
+        std::fs::create_dir_all(bundle.join("sidecars")).unwrap();
+        let data = tmp.path().join("data");
+        let r = BundledRecord::new(&data, &bundle, "owpenbot");
+        std::fs::write(&r.binary, b"hello world").unwrap();
+        let want = BinaryDigest {
+            sha256: "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9",
+            size: 11,
+        };
+        assert_eq!(r.check(&want).unwrap(), BundledCheck::Rehashed);
+        std::fs::set_permissions(r.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+        let err = r.check(&want).unwrap_err();
+        assert!(err.to_string().contains("world-writable"), "{err}");
+        std::fs::set_permissions(r.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(data.join("bundled"), std::fs::Permissions::from_mode(0o770))
+            .unwrap();
+        let err = r.check(&want).unwrap_err();
+        assert!(err.to_string().contains("group-writable"), "{err}");
     }
 }

@@ -59,6 +59,77 @@ fn write_noise(out: &mut impl Write, seed: u64, pad: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes `len` bytes that compress about like a real executable (a Bun
+/// build of OpenCode: 185 MB to ~60 MB with `gzip -6`): in 64 KiB blocks,
+/// about one in eight incompressible noise, the rest word salad cut from a
+/// 16 KiB vocabulary (matches of 3 to 96 bytes, a stray byte now and then).
+/// Deterministic for a seed; fast enough for gigabytes of fixtures.
+pub fn write_executable_like(out: &mut impl Write, seed: u64, len: u64) -> io::Result<()> {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let vocab: Vec<u8> = (0..16 * 1024 / 8)
+        .flat_map(|_| next().to_le_bytes())
+        .collect();
+    const BLOCK: usize = 64 * 1024;
+    let mut block = Vec::with_capacity(BLOCK + 128);
+    let mut left = len;
+    while left > 0 {
+        block.clear();
+        if next() % 8 == 0 {
+            while block.len() < BLOCK {
+                block.extend_from_slice(&next().to_le_bytes());
+            }
+        } else {
+            while block.len() < BLOCK {
+                let r = next();
+                let n = 3 + (r % 94) as usize;
+                let at = ((r >> 8) as usize) % (vocab.len() - n);
+                block.extend_from_slice(&vocab[at..at + n]);
+                if (r >> 40) % 100 < 15 {
+                    block.push((r >> 48) as u8);
+                }
+            }
+        }
+        let n = left.min(BLOCK as u64) as usize;
+        out.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Like [`write_binary`], padded with [`write_executable_like`] bytes up to
+/// `size` in all (never shorter than the runnable copy or marker).
+pub fn write_sized_binary(
+    path: &Path,
+    label: &str,
+    real: Option<&Path>,
+    size: u64,
+) -> io::Result<()> {
+    let mut out = BufWriter::new(File::create(path)?);
+    let head = match real {
+        Some(src) => io::copy(&mut File::open(src)?, &mut out)?,
+        None => {
+            let text = format!("#!/bin/sh\necho 'stand-in {label}'\n");
+            out.write_all(text.as_bytes())?;
+            text.len() as u64
+        }
+    };
+    write_executable_like(&mut out, seed_of(label), size.saturating_sub(head))?;
+    out.flush()?;
+    drop(out);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
 fn seed_of(s: &str) -> u64 {
     s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100000001b3)
@@ -96,6 +167,53 @@ pub fn opencode_release(
     host_binary: Option<&Path>,
     pad: u64,
 ) -> io::Result<FakeRelease> {
+    opencode_release_of(dir, tag, host_binary, Size::Pad(pad))
+}
+
+/// [`opencode_release`] with real-size binaries: each `size` bytes in all,
+/// compressing like a real executable ([`write_sized_binary`]).
+pub fn opencode_release_sized(
+    dir: &Path,
+    tag: &str,
+    host_binary: Option<&Path>,
+    size: u64,
+) -> io::Result<FakeRelease> {
+    opencode_release_of(dir, tag, host_binary, Size::Total(size))
+}
+
+/// How large a fixture binary is.
+#[derive(Debug, Clone, Copy)]
+enum Size {
+    /// This many bytes of noise after the copy or marker.
+    Pad(u64),
+    /// This many bytes in all, compressing like an executable.
+    Total(u64),
+}
+
+impl Size {
+    /// Archives of real-size fixtures are compressed like real releases
+    /// (level 6); the small ones fast.
+    fn level(self) -> u32 {
+        match self {
+            Size::Pad(_) => 1,
+            Size::Total(_) => 6,
+        }
+    }
+}
+
+fn write_fixture(path: &Path, label: &str, real: Option<&Path>, size: Size) -> io::Result<()> {
+    match size {
+        Size::Pad(pad) => write_binary(path, label, real, pad),
+        Size::Total(total) => write_sized_binary(path, label, real, total),
+    }
+}
+
+fn opencode_release_of(
+    dir: &Path,
+    tag: &str,
+    host_binary: Option<&Path>,
+    size: Size,
+) -> io::Result<FakeRelease> {
     let work = dir.join(format!("opencode-{tag}-work"));
     std::fs::create_dir_all(&work)?;
     let mut assets = Vec::new();
@@ -103,16 +221,21 @@ pub fn opencode_release(
         let bin_name = exe(target, "opencode");
         let bin = work.join(format!("{target}-{bin_name}"));
         let real = host_binary.filter(|_| target == host_target());
-        write_binary(&bin, &format!("opencode {tag} {target}"), real, pad)?;
+        write_fixture(&bin, &format!("opencode {tag} {target}"), real, size)?;
+        let level = size.level();
         let (name, path) = if target.starts_with("linux") {
             let name = format!("opencode-{target}.tar.gz");
             let path = dir.join(format!("{tag}-{name}"));
-            tar_gz(&path, &[(bin_name.as_str(), Entry::File(&bin))])?;
+            tar_gz_at(&path, &[(bin_name.as_str(), Entry::File(&bin))], level)?;
             (name, path)
         } else {
             let name = format!("opencode-{target}.zip");
             let path = dir.join(format!("{tag}-{name}"));
-            zip(&path, &[(bin_name.as_str(), Entry::File(&bin))])?;
+            zip_at(
+                &path,
+                &[(bin_name.as_str(), Entry::File(&bin))],
+                level.into(),
+            )?;
             (name, path)
         };
         assets.push(FakeAsset { name, path });
@@ -130,6 +253,25 @@ pub fn prebuilt_dir(
     host_bins: &[(&str, &Path)],
     pad: u64,
 ) -> io::Result<PathBuf> {
+    prebuilt_dir_of(dir, version, host_bins, Size::Pad(pad))
+}
+
+/// [`prebuilt_dir`] with real-size binaries of `size` bytes each.
+pub fn prebuilt_dir_sized(
+    dir: &Path,
+    version: &str,
+    host_bins: &[(&str, &Path)],
+    size: u64,
+) -> io::Result<PathBuf> {
+    prebuilt_dir_of(dir, version, host_bins, Size::Total(size))
+}
+
+fn prebuilt_dir_of(
+    dir: &Path,
+    version: &str,
+    host_bins: &[(&str, &Path)],
+    size: Size,
+) -> io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     for name in ["openwork-server", "owpenbot"] {
         for target in TARGETS {
@@ -139,7 +281,7 @@ pub fn prebuilt_dir(
                 .find(|(n, _)| *n == name)
                 .map(|(_, p)| *p)
                 .filter(|_| target == host_target());
-            write_binary(&file, &format!("{name} {version} {target}"), real, pad)?;
+            write_fixture(&file, &format!("{name} {version} {target}"), real, size)?;
         }
     }
     std::fs::write(dir.join("VERSION"), format!("{version}\n"))?;
@@ -157,9 +299,14 @@ pub enum Entry<'a> {
 
 /// Writes a `.tar.gz` with exactly the given names (which may be unsafe).
 pub fn tar_gz(out: &Path, entries: &[(&str, Entry)]) -> io::Result<()> {
+    tar_gz_at(out, entries, 1)
+}
+
+/// [`tar_gz`] at a given gzip level (real releases use 6 or more).
+pub fn tar_gz_at(out: &Path, entries: &[(&str, Entry)], level: u32) -> io::Result<()> {
     let gz = flate2::GzBuilder::new().mtime(0).write(
         BufWriter::new(File::create(out)?),
-        flate2::Compression::fast(),
+        flate2::Compression::new(level),
     );
     let mut tar = tar::Builder::new(gz);
     for (name, entry) in entries {
@@ -208,10 +355,15 @@ fn set_raw_name(header: &mut tar::Header, name: &str) {
 
 /// Writes a `.zip` with exactly the given names (which may be unsafe).
 pub fn zip(out: &Path, entries: &[(&str, Entry)]) -> io::Result<()> {
+    zip_at(out, entries, 1)
+}
+
+/// [`zip`] at a given deflate level.
+pub fn zip_at(out: &Path, entries: &[(&str, Entry)], level: i64) -> io::Result<()> {
     let mut zip = zip::ZipWriter::new(BufWriter::new(File::create(out)?));
     let opts = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
-        .compression_level(Some(1))
+        .compression_level(Some(level))
         .unix_permissions(0o755);
     for (name, entry) in entries {
         match entry {
@@ -237,33 +389,54 @@ pub fn zip(out: &Path, entries: &[(&str, Entry)]) -> io::Result<()> {
 /// (plus `server_pad` bytes) and `owpenbot-<t>`, and an `openwrk-sidecars.json`
 /// naming them all at `version`.
 pub fn host_dist(dir: &Path, version: &str, opencode_pad: u64, server_pad: u64) -> io::Result<()> {
-    host_dist_of(dir, version, [None; 3], opencode_pad, server_pad)
+    host_dist_of(
+        dir,
+        version,
+        [None; 3],
+        [Size::Pad(opencode_pad), Size::Pad(server_pad), Size::Pad(0)],
+    )
+}
+
+/// [`host_dist`] with real-size binaries: OpenCode `opencode_size` bytes,
+/// openwork-server and owpenbot `sidecar_size` each, compressing like
+/// executables; with `real`, runnable stand-ins at their start.
+pub fn host_dist_sized(
+    dir: &Path,
+    version: &str,
+    real: [Option<&Path>; 3],
+    opencode_size: u64,
+    sidecar_size: u64,
+) -> io::Result<()> {
+    host_dist_of(
+        dir,
+        version,
+        real,
+        [
+            Size::Total(opencode_size),
+            Size::Total(sidecar_size),
+            Size::Total(sidecar_size),
+        ],
+    )
 }
 
 /// Like [`host_dist`], with runnable stand-ins (opencode, openwork-server,
 /// owpenbot) for the binaries, so a run can start what it downloaded.
 pub fn runnable_host_dist(dir: &Path, version: &str, bins: [&Path; 3]) -> io::Result<()> {
-    host_dist_of(dir, version, bins.map(Some), 0, 0)
+    host_dist_of(dir, version, bins.map(Some), [Size::Pad(0); 3])
 }
 
 fn host_dist_of(
     dir: &Path,
     version: &str,
     real: [Option<&Path>; 3],
-    opencode_pad: u64,
-    server_pad: u64,
+    sizes: [Size; 3],
 ) -> io::Result<()> {
     use crate::host::sha256_file;
     std::fs::create_dir_all(dir)?;
     let t = host_target();
     let work = tempdir_in(dir)?;
     let opencode = work.join(exe(t, "opencode"));
-    write_binary(
-        &opencode,
-        &format!("opencode {version}"),
-        real[0],
-        opencode_pad,
-    )?;
+    write_fixture(&opencode, &format!("opencode {version}"), real[0], sizes[0])?;
     let (archive, ext) = if is_windows(t) {
         ("zip", "zip")
     } else {
@@ -271,15 +444,18 @@ fn host_dist_of(
     };
     let asset = format!("opencode-{t}.{ext}");
     let inner = exe(t, "opencode");
+    let level = sizes[0].level();
     if is_windows(t) {
-        zip(
+        zip_at(
             &dir.join(&asset),
             &[(inner.as_str(), Entry::File(&opencode))],
+            level.into(),
         )?;
     } else {
-        tar_gz(
+        tar_gz_at(
             &dir.join(&asset),
             &[(inner.as_str(), Entry::File(&opencode))],
+            level,
         )?;
     }
     let (bin_sha, bin_size) = sha256_file(&opencode);
@@ -289,12 +465,12 @@ fn host_dist_of(
             "asset": asset, "sha256": sha, "size": size,
             "archive": archive, "binary": inner, "binarySha256": bin_sha, "binarySize": bin_size}}}
     });
-    for (name, real, pad) in [
-        ("openwork-server", real[1], server_pad),
-        ("owpenbot", real[2], 0),
+    for (name, real, size) in [
+        ("openwork-server", real[1], sizes[1]),
+        ("owpenbot", real[2], sizes[2]),
     ] {
         let file = exe(t, &format!("{name}-{t}"));
-        write_binary(&dir.join(&file), &format!("{name} {version}"), real, pad)?;
+        write_fixture(&dir.join(&file), &format!("{name} {version}"), real, size)?;
         let (sha, size) = sha256_file(&dir.join(&file));
         entries[name] = serde_json::json!({"version": version, "targets": {t: {"asset": file, "sha256": sha, "size": size}}});
     }

@@ -77,7 +77,7 @@ pub async fn run() -> anyhow::Result<()> {
         mode: Mode::Both,
         prebuilt: Some(prebuilt),
         openwrk_bin_dir: Some(bin_dir),
-        jobs: 4,
+        jobs: None,
         opencode_version: None,
         opencode_repo: Some(DEMO_REPO.into()),
         github_api_url: host.api_url(),

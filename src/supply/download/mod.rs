@@ -46,6 +46,55 @@ impl Attempt {
     }
 }
 
+/// What a teed download passes on as its bytes arrive ([`Downloader::download_teed`]).
+#[derive(Debug)]
+pub enum Tee {
+    /// The next bytes of the file, in order (a resumed download continues).
+    Bytes(bytes::Bytes),
+    /// The download starts over from byte 0: what came so far is void.
+    Restart,
+}
+
+/// The two ends of a tee: the sender for [`Downloader::download_teed`], and
+/// a blocking [`Read`](std::io::Read) over what arrives, for a decompressor
+/// on another thread (a few chunks in flight at most: no asset is held in memory).
+pub fn tee() -> (tokio::sync::mpsc::Sender<Tee>, TeeReader) {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    (
+        tx,
+        TeeReader {
+            rx,
+            current: bytes::Bytes::new(),
+        },
+    )
+}
+
+/// Reads a teed download on a blocking thread; EOF when the download ends
+/// (or fails), an error when it starts over (the consumer then falls back
+/// to the finished file).
+pub struct TeeReader {
+    rx: tokio::sync::mpsc::Receiver<Tee>,
+    current: bytes::Bytes,
+}
+
+impl std::io::Read for TeeReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Tee::Bytes(b)) => self.current = b,
+                Some(Tee::Restart) => {
+                    return Err(std::io::Error::other("the download started over"))
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}
+
 pub struct Downloader {
     /// Built on first use: warm starts that download nothing skip loading TLS roots.
     client: std::sync::OnceLock<Result<reqwest::Client, String>>,
@@ -130,6 +179,20 @@ impl Downloader {
         dest: &Path,
         expected: &Expected,
     ) -> Result<FileDigest, DownloadError> {
+        self.download_teed(url, dest, expected, None).await
+    }
+
+    /// [`Downloader::download`], also passing every byte to `tee` as it
+    /// arrives (see [`tee`]), so an archive can be decompressed and hashed
+    /// while it downloads. The tee's receiver going away does not stop the
+    /// download. Dropping `tee` at the end (or on failure) ends its reader.
+    pub async fn download_teed(
+        &self,
+        url: &str,
+        dest: &Path,
+        expected: &Expected,
+        tee: Option<tokio::sync::mpsc::Sender<Tee>>,
+    ) -> Result<FileDigest, DownloadError> {
         let mut part = PartFile::create(dest)?;
         let asset = asset_name(dest);
         let mut state = Progress {
@@ -138,6 +201,7 @@ impl Downloader {
             accept_ranges: false,
             asset: &asset,
             reporter: &self.reporter,
+            tee,
         };
         (self.reporter)(Event::TransferStarted {
             asset: &asset,
@@ -263,7 +327,7 @@ impl Downloader {
             );
             request = request.header(RANGE, format!("bytes={}-", state.written));
         } else if state.written > 0 {
-            state.restart(part)?;
+            state.restart(part).await?;
         }
         let response = request
             .send()
@@ -326,7 +390,7 @@ impl Downloader {
                 crate::sanitize::strip_userinfo(url),
                 status.as_u16()
             );
-            state.restart(part)?;
+            state.restart(part).await?;
         }
         let body_len = response.content_length();
         let total = body_len.map(|n| n + state.written);
@@ -375,6 +439,12 @@ impl Downloader {
             part.write(&chunk)?;
             state.hasher.update(&chunk);
             state.written += chunk.len() as u64;
+            if let Some(tee) = &state.tee {
+                if tee.send(Tee::Bytes(chunk.clone())).await.is_err() {
+                    // The consumer is done (or gave up): the file is what counts.
+                    state.tee = None;
+                }
+            }
             (state.reporter)(Event::TransferProgress {
                 asset: state.asset,
                 bytes: chunk.len() as u64,
@@ -448,14 +518,18 @@ struct Progress<'a> {
     accept_ranges: bool,
     asset: &'a str,
     reporter: &'a Reporter,
+    tee: Option<tokio::sync::mpsc::Sender<Tee>>,
 }
 
 impl Progress<'_> {
     /// Drops what arrived: the next bytes start the file over.
-    fn restart(&mut self, part: &mut PartFile) -> Result<(), Attempt> {
+    async fn restart(&mut self, part: &mut PartFile) -> Result<(), Attempt> {
         part.truncate().map_err(Attempt::Fatal)?;
         self.hasher = Sha256::new();
         self.written = 0;
+        if let Some(tee) = self.tee.take() {
+            let _ = tee.send(Tee::Restart).await;
+        }
         (self.reporter)(Event::TransferRestarted { asset: self.asset });
         Ok(())
     }

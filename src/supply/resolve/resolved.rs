@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::error::{Mismatch, ResolveError};
-use crate::supply::cache::{CacheError, Check};
+use crate::supply::cache::{BundledCheck, Check};
 use crate::supply::platform::Target;
 
 /// Where the chosen binary came from.
@@ -53,8 +53,12 @@ pub enum Recheck {
         sha256: String,
         size: u64,
     },
-    /// A bundled binary and the digest the manifest names.
-    Bundled { sha256: String, size: u64 },
+    /// A bundled binary (through its record in the data dir) and the digest the manifest names.
+    Bundled {
+        record: crate::supply::cache::BundledRecord,
+        sha256: String,
+        size: u64,
+    },
 }
 
 impl Resolved {
@@ -118,17 +122,26 @@ impl Resolved {
                     )),
                 }
             }
-            Recheck::Bundled { sha256, size } => {
-                let actual = crate::supply::digest::hash_file(&self.path).map_err(|source| {
-                    CacheError::Io {
-                        path: self.path.clone(),
-                        source,
-                    }
-                })?;
-                if actual.sha256 == *sha256 && actual.size == *size {
-                    Ok(())
-                } else {
-                    Err(changed(actual, sha256, *size))
+            Recheck::Bundled {
+                record,
+                sha256,
+                size,
+            } => {
+                let want = crate::supply::manifest::BinaryDigest {
+                    sha256,
+                    size: *size,
+                };
+                match record.check(&want)? {
+                    BundledCheck::Warm | BundledCheck::Rehashed => Ok(()),
+                    BundledCheck::Mismatch(actual) => Err(changed(actual, sha256, *size)),
+                    BundledCheck::Missing => Err(changed(
+                        crate::supply::digest::FileDigest {
+                            sha256: "(missing)".into(),
+                            size: 0,
+                        },
+                        sha256,
+                        *size,
+                    )),
                 }
             }
         }

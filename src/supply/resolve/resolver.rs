@@ -10,10 +10,10 @@ use super::location::{LoadedManifest, Location};
 use super::resolved::{Origin, Recheck, Resolved};
 use super::settings::SourceMode;
 use crate::supply::archive;
-use crate::supply::cache::{CacheError, Check};
+use crate::supply::cache::{BundledCheck, BundledRecord, CacheError, Check};
 use crate::supply::download::Expected;
 use crate::supply::events::Notice;
-use crate::supply::manifest::{TargetAsset, OPENCODE};
+use crate::supply::manifest::{BinaryDigest, TargetAsset, OPENCODE};
 use crate::supply::platform::Target;
 
 impl Resolver {
@@ -49,16 +49,17 @@ impl Resolver {
         let binary = target.exe_name(name);
         if matches!(mode, SourceMode::Auto | SourceMode::Bundled) {
             match self.bundled(name, &binary, asset, mode)? {
-                Some(path) => {
+                Some((record, verified)) => {
                     let want = asset.binary_digest();
                     return Ok(Resolved {
                         name: name.into(),
                         version,
                         target,
                         origin: Origin::Bundled,
-                        path,
-                        verified: "sha256",
+                        path: record.binary.clone(),
+                        verified,
                         recheck: Recheck::Bundled {
+                            record,
                             sha256: want.sha256.to_string(),
                             size: want.size,
                         },
@@ -74,40 +75,37 @@ impl Resolver {
             .await
     }
 
-    /// The bundled binary if present and matching; in `bundled` mode anything else is an error.
+    /// The bundled binary if present and matching (warm through its record
+    /// in the data dir, else rehashed); in `bundled` mode anything else is an error.
     fn bundled(
         &self,
         name: &str,
         binary: &str,
         asset: &TargetAsset,
         mode: SourceMode,
-    ) -> Result<Option<PathBuf>, ResolveError> {
+    ) -> Result<Option<(BundledRecord, &'static str)>, ResolveError> {
         let flag = Self::flag_stem(name);
         let Some(dir) = &self.settings.exe_dir else {
             return Ok(None);
         };
-        let path = dir.join("sidecars").join(binary);
-        if !path.is_file() {
-            if mode == SourceMode::Bundled {
+        let record = BundledRecord::new(&self.settings.data_dir, dir, binary);
+        let want = asset.binary_digest();
+        let actual = match record.check(&want)? {
+            BundledCheck::Warm => return Ok(Some((record, "warm"))),
+            BundledCheck::Rehashed => return Ok(Some((record, "sha256"))),
+            BundledCheck::Missing if mode == SourceMode::Bundled => {
                 return Err(ResolveError::BundledMissing {
                     name: name.into(),
-                    path,
+                    path: record.binary,
                     flag,
                 });
             }
-            return Ok(None);
-        }
-        let want = asset.binary_digest();
-        let actual = crate::supply::digest::hash_file(&path).map_err(|source| CacheError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        if actual.sha256 == want.sha256 && actual.size == want.size {
-            return Ok(Some(path));
-        }
+            BundledCheck::Missing => return Ok(None),
+            BundledCheck::Mismatch(actual) => actual,
+        };
         let err = ResolveError::BundledMismatch(
             Box::new(Mismatch {
-                what: format!("bundled {name} at {}", path.display()),
+                what: format!("bundled {name} at {}", record.binary.display()),
                 expected: want.sha256.to_string(),
                 expected_size: want.size,
                 actual: actual.sha256,
@@ -127,6 +125,22 @@ impl Resolver {
                 .to_string(),
         });
         Ok(None)
+    }
+
+    /// Whether the bundled binary at `path` (`<exe dir>/sidecars/<binary>`)
+    /// matches `want`: warm through its record, else rehashed (`sidecars list`).
+    pub fn bundled_matches(&self, path: &Path, want: &BinaryDigest) -> Result<bool, ResolveError> {
+        let (Some(bundle_dir), Some(binary)) = (
+            path.parent().and_then(Path::parent),
+            path.file_name().and_then(|n| n.to_str()),
+        ) else {
+            return Ok(false);
+        };
+        let record = BundledRecord::new(&self.settings.data_dir, bundle_dir, binary);
+        Ok(matches!(
+            record.check(want)?,
+            BundledCheck::Warm | BundledCheck::Rehashed
+        ))
     }
 
     fn external(&self, name: &str, target: Target) -> Result<Resolved, ResolveError> {
@@ -225,20 +239,68 @@ impl Resolver {
         match (&asset.archive, &asset.binary) {
             (Some(kind), Some(inner)) => {
                 let archive_path = entry.dir.join(format!(".{}", asset.asset));
-                self.fetch(base, &source, &archive_path, &expected).await?;
-                let (kind, inner, dest, ap) = (
-                    *kind,
-                    inner.clone(),
-                    entry.binary.clone(),
-                    archive_path.clone(),
-                );
                 // The manifest says how large the binary is: not a byte more is extracted.
                 let want_size = want.size;
-                let extracted = tokio::task::spawn_blocking(move || {
-                    archive::extract_binary(&ap, kind, &inner, &dest, want_size)
-                })
-                .await
-                .expect("extraction task");
+                // A tar.gz from a URL is decompressed and hashed while it
+                // downloads, into a part file that becomes the binary only
+                // once the archive verified.
+                let streamed = match (kind, base) {
+                    (archive::ArchiveKind::TarGz, Location::Url(_)) => {
+                        let staged = entry.dir.join(format!(
+                            ".{}.x.part-{}",
+                            target.exe_name(name),
+                            std::process::id()
+                        ));
+                        let (tx, reader) = crate::supply::download::tee();
+                        let (label, inner, out) =
+                            (archive_path.clone(), inner.clone(), staged.clone());
+                        let streaming = tokio::task::spawn_blocking(move || {
+                            archive::extract_tar_gz_stream(
+                                reader,
+                                &label,
+                                &inner,
+                                Some(&out),
+                                want_size,
+                            )
+                        });
+                        let downloaded = self
+                            .downloader
+                            .download_teed(&source, &archive_path, &expected, Some(tx))
+                            .await;
+                        let streamed = streaming.await.expect("extraction task");
+                        if let Err(e) = downloaded {
+                            let _ = std::fs::remove_file(&staged);
+                            return Err(e.into());
+                        }
+                        match streamed {
+                            Ok(d) if std::fs::rename(&staged, &entry.binary).is_ok() => Some(d),
+                            _ => {
+                                let _ = std::fs::remove_file(&staged);
+                                None
+                            }
+                        }
+                    }
+                    _ => {
+                        self.fetch(base, &source, &archive_path, &expected).await?;
+                        None
+                    }
+                };
+                let extracted = match streamed {
+                    Some(d) => Ok(d),
+                    None => {
+                        let (kind, inner, dest, ap) = (
+                            *kind,
+                            inner.clone(),
+                            entry.binary.clone(),
+                            archive_path.clone(),
+                        );
+                        tokio::task::spawn_blocking(move || {
+                            archive::extract_binary(&ap, kind, &inner, &dest, want_size)
+                        })
+                        .await
+                        .expect("extraction task")
+                    }
+                };
                 let _ = std::fs::remove_file(&archive_path);
                 let digest = extracted?;
                 if digest.sha256 != want.sha256 || digest.size != want.size {
