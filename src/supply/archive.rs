@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::supply::digest::{FileDigest, HashingWriter};
 
+/// The archive format of an asset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ArchiveKind {
     #[serde(rename = "tar.gz")]
     TarGz,

@@ -38,6 +38,34 @@ enum Command {
     },
     /// Bundle twice under another umask, TZ and locale; fail on any byte difference.
     ReproCheck(Box<repro::ReproArgs>),
+    /// Write the manifest's JSON Schema, generated from its Rust types, to
+    /// manifests/openwrk-sidecars.schema.json (--check: fail if it differs).
+    Schema {
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+/// `cargo xtask schema [--check]`.
+fn schema(check: bool) -> anyhow::Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace");
+    let path = root.join("manifests/openwrk-sidecars.schema.json");
+    let generated = openwrk::supply::manifest::schema::manifest_schema_json();
+    if check {
+        let committed = std::fs::read_to_string(&path)?;
+        anyhow::ensure!(
+            committed == generated,
+            "{} differs from the schema generated from the manifest's types\nhint: run `cargo xtask schema` and commit the result",
+            path.display()
+        );
+        println!("{} is up to date", path.display());
+    } else {
+        std::fs::write(&path, generated)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 fn main() {
@@ -75,6 +103,7 @@ public key: {}",
             }
             Command::Bench { which } => bench::run(which.unwrap_or(bench::Which::All)).await,
             Command::ReproCheck(args) => repro::run(*args),
+            Command::Schema { check } => schema(check),
         }
     });
     if let Err(e) = result {

@@ -19,7 +19,13 @@ pub const OPENWORK_SERVER: &str = "openwork-server";
 pub const OWPENBOT: &str = "owpenbot";
 pub const SIDECARS: [&str; 3] = [OPENCODE, OPENWORK_SERVER, OWPENBOT];
 
+#[cfg(feature = "schema")]
+pub mod schema;
+
+/// SHA-256 and size of every sidecar asset per target (SPEC §2.3). Readers
+/// ignore unknown fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
     /// Absent in upstream manifests, which are schema 1.
@@ -27,7 +33,11 @@ pub struct Manifest {
     pub schema_version: u32,
     /// openwrk's own version.
     pub version: NonEmpty,
+    /// RFC 3339 UTC, from `SOURCE_DATE_EPOCH` when set.
     pub generated_at: NonEmpty,
+    /// Keyed by sidecar name. Only the known sidecars are used (their version
+    /// and target keys become cache paths, so they are strict); other entries
+    /// are ignored.
     pub entries: BTreeMap<String, Entry>,
 }
 
@@ -35,7 +45,9 @@ fn schema_v1() -> u32 {
     SCHEMA_VERSION
 }
 
+/// One sidecar: its version and an asset per target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Entry {
     pub version: NonEmpty,
     /// Where the bytes came from, e.g. `github:anomalyco/opencode@v1.2.3`.
@@ -45,18 +57,28 @@ pub struct Entry {
     pub targets: BTreeMap<String, TargetAsset>,
 }
 
+/// A release asset and, for archives, the binary inside it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TargetAsset {
+    /// The release asset's file name (downloaded from the manifest's base URL).
     pub asset: AssetName,
+    /// SHA-256 of the asset.
     pub sha256: Sha256Hex,
+    /// Size of the asset in bytes.
     pub size: u64,
+    /// Set when the asset is an archive holding the binary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveKind>,
+    /// The binary's path inside the archive (required with `archive`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub binary: Option<String>,
+    /// SHA-256 of the extracted binary (required with `archive`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binary_sha256: Option<Sha256Hex>,
+    /// Size of the extracted binary (required with `archive`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binary_size: Option<u64>,
 }
@@ -84,8 +106,10 @@ impl TargetAsset {
     }
 }
 
+/// A string type that is checked when parsed; `$schema` is its JSON Schema
+/// (kept beside the check so the two say the same).
 macro_rules! validated_string {
-    ($name:ident, $check:expr, $expected:literal) => {
+    ($name:ident, $check:expr, $expected:literal, $schema:tt) => {
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
         #[serde(transparent)]
         pub struct $name(String);
@@ -118,16 +142,48 @@ macro_rules! validated_string {
                 f.write_str(&self.0)
             }
         }
+
+        #[cfg(feature = "schema")]
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!($schema)
+            }
+        }
     };
 }
 
-validated_string!(Sha256Hex, is_sha256_hex, "64 lowercase hex characters");
+validated_string!(
+    Sha256Hex,
+    is_sha256_hex,
+    "64 lowercase hex characters",
+    { "type": "string", "pattern": "^[0-9a-f]{64}$" }
+);
 validated_string!(
     AssetName,
     |s| !s.is_empty() && !s.contains(['/', '\\']) && s != "." && s != "..",
-    "a bare file name (no `/`, no `..`)"
+    "a bare file name (no `/`, no `..`)",
+    {
+        "type": "string",
+        "pattern": "^[^/\\\\]+$",
+        "not": { "enum": [".", ".."] }
+    }
 );
-validated_string!(NonEmpty, |s| !s.trim().is_empty(), "a non-empty string");
+validated_string!(
+    NonEmpty,
+    |s| !s.trim().is_empty(),
+    "a non-empty string",
+    { "type": "string", "pattern": "\\S" }
+);
+
+/// What [`Manifest::generated_at`] looks like when openwrk writes it.
+pub const GENERATED_AT_PATTERN: &str = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$";
+
+/// [`check_version`] as a JSON Schema pattern (with `not` a `..`).
+pub const VERSION_PATTERN: &str = "^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$";
 
 /// A manifest that could not be read: the JSON path of the bad field and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -257,7 +313,7 @@ fn sorted(value: serde_json::Value) -> serde_json::Value {
 }
 
 /// A sidecar version as it may appear in a cache path (SPEC §3.4):
-/// `^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$` and no `..`.
+/// [`VERSION_PATTERN`] and no `..`.
 pub fn check_version(v: &str) -> Result<(), String> {
     let mut chars = v.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
