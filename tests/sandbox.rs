@@ -348,7 +348,7 @@ fn opencode(url: &str, password: &str, method: &str, body: Option<Value>) -> (u1
 
 #[test]
 fn bwrap_check_with_standins_reports_the_sandbox_and_leaves_nothing() {
-    if !need("bubblewrap (bwrap)", bwrap_present()) {
+    if !need("bwrap", "bubblewrap (bwrap)", bwrap_present()) {
         return;
     }
     let env = Env::new();
@@ -432,7 +432,7 @@ fn bwrap_with_the_real_opencode_confines_the_agents_commands() {
     let Some(bin) = real_opencode() else {
         return;
     };
-    if !need("bubblewrap (bwrap)", bwrap_present()) {
+    if !need("bwrap", "bubblewrap (bwrap)", bwrap_present()) {
         return;
     }
     let env = Env::new();
