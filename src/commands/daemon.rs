@@ -10,6 +10,7 @@ use crate::host::daemon::{self, DaemonConfig, DaemonRecord, Launched};
 
 pub async fn run(global: &Global, command: DaemonCommand) -> Result<i32, Failure> {
     match command {
+        DaemonCommand::Run(args) => foreground(global, &args).await,
         DaemonCommand::Start(args) if args.foreground => foreground(global, &args).await,
         DaemonCommand::Start(args) => launch(global, &args).await,
         DaemonCommand::Stop(_) => stop(global).await,
@@ -25,6 +26,8 @@ fn config(global: &Global, args: &DaemonArgs, run_id: String) -> Result<DaemonCo
         startup_timeout: Duration::from_secs(args.startup_timeout),
         run_id,
         sandbox: (&args.sandbox).into(),
+        opencode: super::start::opencode_settings(&args.opencode)?,
+        opencode_workdir: args.opencode_workdir.clone(),
     })
 }
 

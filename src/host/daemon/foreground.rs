@@ -61,6 +61,18 @@ fn bind(config: &DaemonConfig) -> Result<tokio::net::TcpListener, HostError> {
     tokio::net::TcpListener::from_std(listener).map_err(fail)
 }
 
+/// `--opencode-workdir`, which must be a directory, else the data dir.
+fn opencode_workdir(config: &DaemonConfig) -> Result<PathBuf, HostError> {
+    match &config.opencode_workdir {
+        None => Ok(config.data_dir.clone()),
+        Some(dir) if dir.is_dir() => Ok(std::path::absolute(dir).unwrap_or_else(|_| dir.clone())),
+        Some(dir) => Err(HostError::Usage(format!(
+            "--opencode-workdir {} is not an existing directory\nhint: pass a directory that exists, or omit it to use the data dir",
+            dir.display()
+        ))),
+    }
+}
+
 /// `daemon run` / `daemon start --foreground`: the daemon itself (also what
 /// the background re-exec runs). `started` is told once it is ready, unless
 /// it runs in the background (its output is a log file then).
@@ -91,6 +103,7 @@ pub async fn run(
         logger,
     )
     .await?;
+    let workdir = opencode_workdir(config)?;
     let password =
         crate::host::credentials::token().map_err(|e| HostError::Runtime(e.to_string()))?;
     let auth = crate::host::credentials::basic_auth(OPENCODE_USERNAME, &password);
@@ -113,8 +126,9 @@ pub async fn run(
     let keeper = Keeper {
         binary: Mutex::new(binary),
         resolver,
-        // OpenCode needs a working directory; every request names its own.
-        cwd: data_dir.clone(),
+        data_dir: data_dir.clone(),
+        workdir,
+        settings: config.opencode.clone(),
         run_id: run_id.to_string(),
         password,
         timeout: config.startup_timeout,

@@ -37,6 +37,10 @@ pub struct DaemonConfig {
     pub run_id: String,
     /// Sandbox mode (SPEC §5.9) for its OpenCode.
     pub sandbox: crate::host::sandbox::SandboxArgs,
+    /// OpenCode's log level and hot reload.
+    pub opencode: crate::host::opencode::OpenCodeSettings,
+    /// OpenCode's working directory; `None`: the data dir.
+    pub opencode_workdir: Option<PathBuf>,
 }
 
 /// The host of a URL that reaches `host` from this machine.
