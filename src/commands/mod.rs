@@ -130,7 +130,7 @@ pub fn logger(global: &Global, run_id: &str) -> crate::host::log::Logger {
     use std::io::IsTerminal;
     let logger = Logger::stderr(LogSettings {
         format: global.log_format.into(),
-        color: color_enabled(global.color.into(), std::io::stderr().is_terminal()),
+        color: color_enabled(global.color().into(), std::io::stderr().is_terminal()),
         verbose: global.verbose,
         context: Context {
             run_id: run_id.to_string(),
