@@ -10,6 +10,11 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use serde_json::Value;
 
+/// How probes introduce themselves (`User-Agent: openwrk-probe/<version>`),
+/// so their request lines can be told from other clients' and kept out of
+/// the unified log.
+pub const PROBE_AGENT_PREFIX: &str = "openwrk-probe/";
+
 /// Connect plus full response of one probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -83,7 +88,7 @@ impl Prober {
             .pool_max_idle_per_host(0)
             .connect_timeout(PROBE_TIMEOUT)
             .timeout(PROBE_TIMEOUT)
-            .user_agent(crate::user_agent())
+            .user_agent(format!("{PROBE_AGENT_PREFIX}{}", crate::VERSION))
             .build()
             .map_err(|e| HealthError::Client(crate::error_chain(&e)))?;
         Ok(Prober { client })
