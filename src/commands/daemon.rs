@@ -62,7 +62,9 @@ async fn foreground(global: &Global, args: &DaemonArgs) -> Result<i32, Failure> 
 
 /// `daemon start`: in the background, its URL printed once it is ready.
 async fn launch(global: &Global, args: &DaemonArgs) -> Result<i32, Failure> {
-    let run_id = global.run_id.clone().unwrap_or_default();
+    // The background daemon inherits this id, so every record of the daemon,
+    // from this process's and from its own, carries the same one.
+    let run_id = super::run_id(global)?;
     let logger = super::logger(global, &run_id);
     let config = config(global, args, run_id)?;
     let settings = super::settings(global, [args.opencode_bin.clone(), None, None])?;

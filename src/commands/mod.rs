@@ -152,11 +152,30 @@ pub async fn logged(
 ) -> Result<i32, Failure> {
     match command.await {
         Err(f) if global.log_format == crate::cli::LogFormat::Json => {
+            if global.json {
+                print_json_failure(&f);
+            }
             logger.error(&f.message);
             Ok(f.code)
         }
         other => other,
     }
+}
+
+/// A failure as the one JSON document of `--json` on stdout:
+/// `{"ok":false,"error":{"message","hint","exitCode"}}`, like upstream's
+/// `{"ok":false,"error":…}` with the hint and the exit code apart.
+pub fn print_json_failure(f: &Failure) {
+    let text = crate::sanitize::for_output(&f.message);
+    let (message, hint) = match text.split_once("\nhint: ") {
+        Some((m, h)) => (m.to_string(), Some(h.to_string())),
+        None => (text.clone(), None),
+    };
+    let doc = serde_json::json!({
+        "ok": false,
+        "error": { "message": message, "hint": hint, "exitCode": f.code },
+    });
+    println!("{doc}");
 }
 
 fn seconds(flag: &str, value: f64) -> Result<std::time::Duration, Failure> {

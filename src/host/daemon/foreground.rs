@@ -254,13 +254,26 @@ pub async fn run(
                 });
                 let old = child.pid;
                 // Restart until one start succeeds, backing off between attempts.
+                // A restart counts from the moment it is scheduled, so /health
+                // and the 503s of the proxy name the restart under way.
+                let mut attempt = 0u32;
                 loop {
                     let delay = restart_delay(failures);
                     failures += 1;
-                    logger.warn(&format!(
-                        "opencode (pid {old}) exited ({exit}); restarting it in {:.1} s",
-                        delay.as_secs_f64()
-                    ));
+                    attempt += 1;
+                    shared.update_opencode(|s| s.restarts += 1);
+                    let n = shared.opencode().restarts;
+                    if attempt == 1 {
+                        logger.warn(&format!(
+                            "opencode (pid {old}) exited ({exit}); restart {n} in {:.1} s",
+                            delay.as_secs_f64()
+                        ));
+                    } else {
+                        logger.warn(&format!(
+                            "opencode did not come back; restart {n} in {:.1} s",
+                            delay.as_secs_f64()
+                        ));
+                    }
                     write(&shared);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -269,7 +282,6 @@ pub async fn run(
                             break 'run Ok(0);
                         }
                     }
-                    shared.update_opencode(|s| s.restarts += 1);
                     let restarted = tokio::select! {
                         r = keeper.start() => r,
                         (_, name) = signals.recv() => {

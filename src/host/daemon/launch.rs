@@ -57,6 +57,7 @@ pub async fn launch(
     cmd.args(std::env::args_os().skip(1))
         .arg("--foreground")
         .env(LOG_ENV, &log)
+        .env("OPENWRK_RUN_ID", &config.run_id)
         .stdin(std::process::Stdio::null())
         .stdout(out)
         .stderr(file);

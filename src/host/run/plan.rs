@@ -285,6 +285,12 @@ pub async fn prepare(
         ("--openwork-port", "OPENWRK_OPENWORK_PORT"),
         &mut reserved,
     )?;
+    if args.openwork_port.is_none() && openwork.port != DEFAULT_OPENWORK_PORT {
+        logger.warn(&format!(
+            "openwork-server: port {DEFAULT_OPENWORK_PORT} is in use, so it listens on port {} instead (pass --openwork-port to choose one)",
+            openwork.port
+        ));
+    }
     let owpenbot_port = if args.no_owpenbot {
         None
     } else {
