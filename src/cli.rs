@@ -7,6 +7,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 mod daemon;
 mod start;
+pub mod upstream;
 
 pub use daemon::{DaemonArgs, DaemonCommand, InstanceCommand, WorkspaceCommand};
 pub use start::{Approval, OpenCodeArgs, OpenCodeLogLevel, StartArgs};
@@ -65,6 +66,7 @@ pub struct Global {
         global = true,
         env = "OPENWRK_SIDECAR_SOURCE",
         value_enum,
+        value_name = "SOURCE",
         default_value = "auto",
         help_heading = SUPPLY
     )]
@@ -75,6 +77,7 @@ pub struct Global {
         global = true,
         env = "OPENWRK_OPENCODE_SOURCE",
         value_enum,
+        value_name = "SOURCE",
         default_value = "auto",
         help_heading = SUPPLY
     )]
@@ -129,6 +132,7 @@ pub struct Global {
         global = true,
         env = "OPENWRK_LOG_FORMAT",
         value_enum,
+        value_name = "FORMAT",
         default_value = "pretty",
         help_heading = OUTPUT
     )]
@@ -149,13 +153,13 @@ pub struct Global {
     #[arg(long, global = true, env = "OPENCODE_VERSION", value_name = "VERSION", help_heading = SUPPLY)]
     pub opencode_version: Option<String>,
     /// Repository of OpenCode releases (owner/name)
-    #[arg(long, global = true, env = "OPENWRK_OPENCODE_REPO", default_value = crate::supply::github::DEFAULT_OPENCODE_REPO, help_heading = SUPPLY)]
+    #[arg(long, global = true, env = "OPENWRK_OPENCODE_REPO", value_name = "OWNER/NAME", default_value = crate::supply::github::DEFAULT_OPENCODE_REPO, help_heading = SUPPLY)]
     pub opencode_repo: String,
     /// GitHub API root
-    #[arg(long, global = true, env = "OPENWRK_GITHUB_API_URL", default_value = crate::supply::github::DEFAULT_API_URL, help_heading = SUPPLY)]
+    #[arg(long, global = true, env = "OPENWRK_GITHUB_API_URL", value_name = "URL", default_value = crate::supply::github::DEFAULT_API_URL, help_heading = SUPPLY)]
     pub github_api_url: String,
     /// GitHub token for the API (GH_TOKEN is read too); prefer the env var
-    #[arg(long, global = true, env = "GITHUB_TOKEN", hide_env_values = true, help_heading = SUPPLY)]
+    #[arg(long, global = true, env = "GITHUB_TOKEN", hide_env_values = true, value_name = "TOKEN", help_heading = SUPPLY)]
     pub github_token: Option<String>,
 }
 
@@ -206,8 +210,10 @@ impl From<LogFormat> for crate::host::log::LogFormat {
 pub enum Color {
     /// When stderr is a terminal and NO_COLOR is unset
     Auto,
+    /// Always (also `--color` alone, true, yes, on, 1)
     #[value(alias = "true", alias = "yes", alias = "on", alias = "1")]
     Always,
+    /// Never (also `--no-color`, false, no, off, 0)
     #[value(alias = "false", alias = "no", alias = "off", alias = "0")]
     Never,
 }
@@ -265,7 +271,7 @@ pub enum Command {
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     Completions {
         /// The shell to complete for
-        #[arg(value_enum)]
+        #[arg(value_enum, value_name = "SHELL")]
         shell: clap_complete::Shell,
     },
 }
@@ -351,7 +357,13 @@ pub struct StatusArgs {
 #[command(next_help_heading = "Sandbox (see the README's \"Sandbox\" section)")]
 pub struct SandboxArgs {
     /// Run OpenCode, and every command its agent runs, inside a sandbox
-    #[arg(long, env = "OPENWRK_SANDBOX", value_enum, default_value = "none")]
+    #[arg(
+        long,
+        env = "OPENWRK_SANDBOX",
+        value_enum,
+        default_value = "none",
+        value_name = "MODE"
+    )]
     pub sandbox: SandboxMode,
     /// Base image with glibc for docker/podman/container (never trusted to provide OpenCode) [default: debian:stable-slim]
     #[arg(long, env = "OPENWRK_SANDBOX_IMAGE", value_name = "REF")]

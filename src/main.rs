@@ -14,6 +14,8 @@ fn main() {
     {
         openwrk::host::guardian::run(std::env::args_os().skip(2));
     }
+    // Upstream's variable names count as ours (see cli::upstream).
+    openwrk::cli::upstream::apply_env_aliases();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -37,7 +37,7 @@ pub struct StartArgs {
     #[arg(long, help_heading = SIDECARS)]
     pub no_tui: bool,
     /// Leave the services running and exit once healthy (`openwrk stop` ends them)
-    #[arg(long, help_heading = SIDECARS)]
+    #[arg(long, env = "OPENWRK_DETACH", value_parser = bool_flag(), action = ArgAction::SetTrue, help_heading = SIDECARS)]
     pub detach: bool,
 
     /// Use this OpenCode binary (implies --opencode-source external)
@@ -55,8 +55,6 @@ pub struct StartArgs {
     /// OpenCode's basic-auth password [default: generated]; prefer the env var: argv is visible to other users
     #[arg(long, env = "OPENWRK_OPENCODE_PASSWORD", hide_env_values = true, value_name = "PASSWORD", help_heading = OPENCODE)]
     pub opencode_password: Option<String>,
-    #[command(flatten)]
-    pub opencode: OpenCodeArgs,
 
     /// Use this OpenWork server binary (needs --allow-external)
     #[arg(long, env = "OPENWRK_OPENWORK_SERVER_BIN", value_name = "PATH", help_heading = OPENWORK)]
@@ -74,7 +72,7 @@ pub struct StartArgs {
     #[arg(long, visible_alias = "openwork-host-token", env = "OPENWRK_HOST_TOKEN", hide_env_values = true, value_name = "TOKEN", help_heading = OPENWORK)]
     pub host_token: Option<String>,
     /// How the OpenWork server treats write requests
-    #[arg(long, env = "OPENWRK_APPROVAL", value_enum, default_value = "manual", help_heading = OPENWORK)]
+    #[arg(long, env = "OPENWRK_APPROVAL", value_enum, default_value = "manual", value_name = "MODE", help_heading = OPENWORK)]
     pub approval: Approval,
     /// Milliseconds an approval waits for an answer
     #[arg(long, env = "OPENWRK_APPROVAL_TIMEOUT", default_value_t = 30000, value_name = "MS", help_heading = OPENWORK)]
@@ -98,6 +96,12 @@ pub struct StartArgs {
     /// Port of Owpenbot's health server [default: a free port]
     #[arg(long, visible_alias = "opencode-router-health-port", env = "OPENWRK_OWPENBOT_HEALTH_PORT", value_name = "PORT", help_heading = OWPENBOT)]
     pub owpenbot_health_port: Option<u16>,
+
+    // OpenCode's hot reload (under the OpenCode heading) and log level
+    // (under Logging), shared with the daemon; declared here so the Logging
+    // heading follows the sidecars' in --help.
+    #[command(flatten)]
+    pub opencode: OpenCodeArgs,
 
     /// Ask the OpenWork server not to log requests (OPENWORK_LOG_REQUESTS=0)
     #[arg(long, help_heading = LOGGING)]
@@ -138,7 +142,7 @@ pub struct OpenCodeArgs {
     #[arg(long, env = "OPENWRK_OPENCODE_HOT_RELOAD_COOLDOWN_MS", default_value_t = 1500, value_name = "MS", value_parser = clap::value_parser!(u64).range(100..), help_heading = OPENCODE)]
     pub opencode_hot_reload_cooldown_ms: u64,
     /// OpenCode runs behind basic auth (always; accepted for upstream scripts)
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", default_value = "true", value_parser = bool_flag(), action = ArgAction::Set, hide_default_value = true, overrides_with = "no_opencode_auth", help_heading = OPENCODE)]
+    #[arg(long, env = "OPENWRK_OPENCODE_AUTH", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", default_value = "true", value_parser = bool_flag(), action = ArgAction::Set, hide_default_value = true, overrides_with = "no_opencode_auth", help_heading = OPENCODE)]
     pub opencode_auth: bool,
     /// Refused with the reason: OpenCode always runs behind basic auth
     #[arg(long, overrides_with = "opencode_auth", help_heading = OPENCODE)]
