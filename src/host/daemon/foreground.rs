@@ -62,7 +62,7 @@ fn bind(config: &DaemonConfig) -> Result<tokio::net::TcpListener, HostError> {
 }
 
 /// `--opencode-workdir`, which must be a directory, else the data dir.
-fn opencode_workdir(config: &DaemonConfig) -> Result<PathBuf, HostError> {
+pub(super) fn opencode_workdir(config: &DaemonConfig) -> Result<PathBuf, HostError> {
     match &config.opencode_workdir {
         None => Ok(config.data_dir.clone()),
         Some(dir) if dir.is_dir() => Ok(std::path::absolute(dir).unwrap_or_else(|_| dir.clone())),
@@ -84,6 +84,7 @@ pub async fn run(
 ) -> Result<i32, HostError> {
     let data_dir = config.data_dir.clone();
     let run_id = config.run_id.as_str();
+    let workdir = opencode_workdir(config)?;
     let _lock = acquire_lock(&data_dir).await?;
     let token = load_or_create_token(&data_dir)?;
     let listener = bind(config)?;
@@ -103,7 +104,6 @@ pub async fn run(
         logger,
     )
     .await?;
-    let workdir = opencode_workdir(config)?;
     let password =
         crate::host::credentials::token().map_err(|e| HostError::Runtime(e.to_string()))?;
     let auth = crate::host::credentials::basic_auth(OPENCODE_USERNAME, &password);

@@ -44,6 +44,7 @@ pub async fn launch(
     if let Some(r) = other_daemon(data_dir, config.startup_timeout).await? {
         return already(r);
     }
+    super::foreground::opencode_workdir(config)?;
     // Resolve here, so downloads show progress and bad flags fail in this terminal.
     resolve_opencode(resolver, logger).await?;
     let log = log_path(data_dir);
