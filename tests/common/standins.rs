@@ -78,6 +78,21 @@ impl Env {
 
     /// `openwrk <command> …` with the three stand-ins (or the given binaries).
     pub fn sidecars(&self, command: &str, args: &[&str], bins: [Option<PathBuf>; 3]) -> Command {
+        let mut cmd = self.sidecars_on_default_port(command, args, bins);
+        if !args.iter().any(|a| a.starts_with("--openwork-port")) {
+            // Parallel tests must not race for the default 8787.
+            cmd.args(["--openwork-port", "0"]);
+        }
+        cmd
+    }
+
+    /// [`Env::sidecars`] leaving the OpenWork server's port to openwrk (8787 if free).
+    pub fn sidecars_on_default_port(
+        &self,
+        command: &str,
+        args: &[&str],
+        bins: [Option<PathBuf>; 3],
+    ) -> Command {
         let [oc, ow, bot] = bins;
         let oc = oc.unwrap_or_else(|| standin("standin-opencode"));
         let ow = ow.unwrap_or_else(|| standin("standin-openwork-server"));
@@ -93,10 +108,6 @@ impl Env {
             .arg(bot)
             .arg("--allow-external")
             .args(args);
-        if !args.iter().any(|a| a.starts_with("--openwork-port")) {
-            // Parallel tests must not race for the default 8787.
-            cmd.args(["--openwork-port", "0"]);
-        }
         cmd
     }
 
