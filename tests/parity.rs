@@ -364,3 +364,38 @@ fn the_daemons_503_names_the_restart_under_way_and_counts_it_once() {
         run.stderr()
     );
 }
+
+#[test]
+fn the_real_opencode_takes_the_log_level_and_hot_reload_settings() {
+    let Some(bin) = std::env::var_os("OPENWRK_TEST_OPENCODE_BIN").filter(|v| !v.is_empty()) else {
+        println!(
+            "skipped: OPENWRK_TEST_OPENCODE_BIN is not set (.ci/run fetches the real OpenCode)"
+        );
+        return;
+    };
+    let env = Env::new("openwrk-parity-");
+    let home = env.path().join("home");
+    let run = |level: &str| {
+        let mut cmd = env.sidecars(
+            "serve",
+            &[
+                "--check",
+                "--opencode-log-level",
+                level,
+                "--no-opencode-hot-reload",
+            ],
+            [Some(std::path::PathBuf::from(&bin)), None, None],
+        );
+        openwrk_test_support::private_opencode_env(&mut cmd, &home);
+        let (status, _, stderr) = run_to_end(cmd, Duration::from_secs(90));
+        assert!(status.success(), "{level}: {stderr}");
+        stderr
+            .lines()
+            // Its own log lines, not the banner it prints on stdout at any level.
+            .filter(|l| l.contains(" INFO  opencode ") && !l.contains("server listening"))
+            .count()
+    };
+    // At INFO the real OpenCode logs its start-up; at ERROR it says nothing at INFO.
+    assert!(run("INFO") > 0);
+    assert_eq!(run("ERROR"), 0);
+}
