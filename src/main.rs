@@ -16,7 +16,9 @@ fn main() {
     }
     // Upstream's variable names count as ours (see cli::upstream).
     openwrk::cli::upstream::apply_env_aliases();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(openwrk::cli::upstream::normalize_args(
+        std::env::args_os().collect(),
+    ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

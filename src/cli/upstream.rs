@@ -109,9 +109,66 @@ pub fn apply_env_aliases() {
     }
 }
 
+/// Values `--color` takes (its variants and their aliases).
+const COLOR_VALUES: [&str; 11] = [
+    "auto", "always", "never", "true", "false", "yes", "no", "on", "off", "1", "0",
+];
+
+/// Upstream's `--color` is a switch; ours also takes a value. A bare
+/// `--color` followed by anything but a color value (`openwrk --color serve`)
+/// becomes `--color=always`, so clap does not take the next word as its value.
+pub fn normalize_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut rest = args.into_iter().peekable();
+    while let Some(arg) = rest.next() {
+        if arg == "--" {
+            out.push(arg);
+            out.extend(rest);
+            break;
+        }
+        let bare_color = arg == "--color"
+            && !rest
+                .peek()
+                .and_then(|next| next.to_str())
+                .is_some_and(|next| COLOR_VALUES.contains(&next.to_ascii_lowercase().as_str()));
+        out.push(if bare_color {
+            "--color=always".into()
+        } else {
+            arg
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_color_switch_never_takes_the_next_word() {
+        let norm = |a: &[&str]| -> Vec<String> {
+            normalize_args(a.iter().map(|s| (*s).into()).collect())
+                .into_iter()
+                .map(|s| s.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            norm(&["openwrk", "--color", "serve"]),
+            ["openwrk", "--color=always", "serve"]
+        );
+        assert_eq!(
+            norm(&["openwrk", "serve", "--color"]),
+            ["openwrk", "serve", "--color=always"]
+        );
+        assert_eq!(
+            norm(&["openwrk", "--color", "never", "serve"]),
+            ["openwrk", "--color", "never", "serve"]
+        );
+        assert_eq!(
+            norm(&["openwrk", "x", "--", "--color", "y"]),
+            ["openwrk", "x", "--", "--color", "y"]
+        );
+    }
     use std::collections::HashMap;
 
     #[test]
