@@ -59,7 +59,7 @@ pub enum WorkspaceCommand {
         #[arg(long)]
         name: Option<String>,
     },
-    /// The workspaces, the active one marked with * (--json: {"workspaces":[…],"activeId":…})
+    /// The workspaces, the active one marked (--json: {"workspaces":[…],"activeId":…})
     List,
     /// Print a workspace's path
     Path {

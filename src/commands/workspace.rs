@@ -36,29 +36,31 @@ pub async fn run(global: &Global, command: WorkspaceCommand) -> Result<i32, Fail
             let list = store.load_list()?;
             let active = list.active_id.as_deref();
             if global.json {
-                let doc = serde_json::json!({ "workspaces": list.workspaces, "activeId": active });
-                println!("{doc}");
+                // `activeId` only when one is set, as in workspaces.json.
+                println!("{}", serde_json::to_string(&list).expect("serializes"));
             } else if list.workspaces.is_empty() {
                 eprintln!("no workspaces yet; add one with `openwrk workspace add PATH`");
             } else {
-                let rows: Vec<[String; 4]> = list
+                let rows: Vec<[String; 5]> = list
                     .workspaces
                     .iter()
                     .map(|w| {
                         let mark = if Some(w.id.as_str()) == active {
                             "*"
                         } else {
-                            " "
+                            ""
                         };
                         [
-                            format!("{mark} {}", w.id),
+                            w.id.clone(),
                             w.name.clone(),
                             w.path.display().to_string(),
                             w.added_at.clone(),
+                            mark.to_string(),
                         ]
                     })
                     .collect();
-                print!("{}", table(&["  ID", "NAME", "PATH", "ADDED"], &rows));
+                let header = ["ID", "NAME", "PATH", "ADDED", "ACTIVE"];
+                print!("{}", table(&header, &rows));
             }
         }
         WorkspaceCommand::Path { id } => {

@@ -277,9 +277,8 @@ async fn health(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
 
 async fn list(State(s): State<Arc<Shared>>) -> Response {
     match s.workspace_list() {
-        Ok(l) => {
-            Json(json!({ "workspaces": l.workspaces, "activeId": l.active_id })).into_response()
-        }
+        // `activeId` only when one is set, as in workspaces.json.
+        Ok(l) => Json(l).into_response(),
         Err(e) => state_error(e),
     }
 }
