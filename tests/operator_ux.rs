@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::standins::{json, records, run_to_end, Env};
+use common::standins::{http_with, json, records, run_to_end, Env};
 use serde_json::Value;
 
 #[test]
@@ -158,6 +158,67 @@ fn child_lines_carry_their_own_severity_and_probe_lines_stay_out() {
         .find(|l| l.contains("GET /health 200"))
         .unwrap_or_else(|| panic!("{stderr}"));
     assert!(probe.contains(" DEBUG "), "{probe}");
+}
+
+#[test]
+fn steady_state_polling_adds_nothing_to_the_log() {
+    let env = Env::new("openwrk-ux-");
+    let (status, stdout, stderr) = run_to_end(
+        env.serve(&["--detach", "--json", "--run-id", "quiet-1"]),
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{stderr}");
+    let p = json(stdout.trim());
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("opencode:{}", p["opencode"]["password"].as_str().unwrap())
+        )
+    );
+    let (oc, ow) = (
+        p["opencode"]["url"].as_str().unwrap(),
+        p["openwork"]["url"].as_str().unwrap(),
+    );
+    // What the dashboard does every 2 s, a few times over, with and without
+    // the probes' User-Agent; and one ordinary request.
+    for _ in 0..5 {
+        for ua in ["openwrk-probe/0.1.0", "curl/8"] {
+            let (s, _) = http_with(
+                "GET",
+                &format!("{oc}/global/health"),
+                &[("authorization", &basic), ("user-agent", ua)],
+            );
+            assert_eq!(s, 200);
+            let (s, _) = http_with("GET", &format!("{ow}/health"), &[("user-agent", ua)]);
+            assert_eq!(s, 200);
+        }
+    }
+    let token = format!("Bearer {}", p["openwork"]["token"].as_str().unwrap());
+    let (s, _) = http_with(
+        "GET",
+        &format!("{ow}/workspaces"),
+        &[("authorization", &token)],
+    );
+    assert_eq!(s, 200);
+    let log_path = env.data().join("runs").join("quiet-1.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("GET /workspaces 200") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        log.contains("GET /workspaces 200"),
+        "requests are logged:\n{log}"
+    );
+    assert!(!log.contains("GET /health 200"), "{log}");
+    assert!(!log.contains("path=/global/health"), "{log}");
+    let out = env.bare(&["stop", "--run-id", "quiet-1"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(env.wait_no_processes(Duration::from_secs(5)).is_empty());
 }
 
 #[test]

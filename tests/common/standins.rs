@@ -251,6 +251,13 @@ pub fn run_to_end(cmd: Command, within: Duration) -> (ExitStatus, String, String
 
 /// One HTTP request over loopback: status and body.
 pub fn http(method: &str, url: &str, bearer: Option<&str>) -> (u16, String) {
+    let auth = bearer.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    http_with(method, url, &headers)
+}
+
+/// [`http`] with the given headers.
+pub fn http_with(method: &str, url: &str, headers: &[(&str, &str)]) -> (u16, String) {
     openwrk::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -263,8 +270,8 @@ pub fn http(method: &str, url: &str, bearer: Option<&str>) -> (u16, String) {
             .build()
             .unwrap();
         let mut req = client.request(method.parse().unwrap(), url);
-        if let Some(t) = bearer {
-            req = req.bearer_auth(t);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         let r = req.send().await.unwrap();
         let status = r.status().as_u16();
