@@ -378,3 +378,17 @@ fn offline_first_start_names_the_manifest_once_and_the_ways_out() {
         .unwrap()
         .contains("--sidecar-base-url"));
 }
+
+#[test]
+fn a_failure_after_the_pairing_document_adds_no_second_one() {
+    let env = Env::new("openwrk-ux-");
+    let crashing = env.wrapper("standin-opencode", "STANDIN_MODE=crash-after:1s", "");
+    let (status, stdout, stderr) = run_to_end(
+        env.sidecars("serve", &["--json"], [Some(crashing), None, None]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let doc = one_document(&["serve", "--json"], &stdout);
+    assert!(doc["runId"].is_string(), "the pairing details: {doc}");
+    assert!(stderr.contains("error: opencode (pid"), "{stderr}");
+}

@@ -37,6 +37,7 @@ fn print_started(global: &Global, record: &DaemonRecord) {
             "{}",
             serde_json::to_string(record).expect("the record serializes")
         );
+        super::document_printed();
     } else {
         println!("{}", record.url);
     }

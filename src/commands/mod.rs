@@ -162,10 +162,23 @@ pub async fn logged(
     }
 }
 
-/// A failure as the one JSON document of `--json` on stdout:
+/// Whether this command already printed its JSON document (a run's pairing
+/// details, the daemon's record): a later failure must not add a second one.
+static DOCUMENT_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Notes that stdout got this command's JSON document.
+pub fn document_printed() {
+    DOCUMENT_PRINTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// A failure as the one JSON document of `--json` on stdout (unless the
+/// command printed its document before it failed):
 /// `{"ok":false,"error":{"message","hint","exitCode"}}`, like upstream's
 /// `{"ok":false,"error":…}` with the hint and the exit code apart.
 pub fn print_json_failure(f: &Failure) {
+    if DOCUMENT_PRINTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     let text = crate::sanitize::for_output(&f.message);
     let (message, hint) = match text.split_once("\nhint: ") {
         Some((m, h)) => (m.to_string(), Some(h.to_string())),

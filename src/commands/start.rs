@@ -143,6 +143,9 @@ impl Render {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
+        if self.json {
+            super::document_printed();
+        }
     }
 }
 
