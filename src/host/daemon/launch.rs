@@ -85,10 +85,15 @@ pub async fn launch(
                 crate::host::process::describe_exit(status),
                 log.display()
             );
-            for line in crate::fsutil::tail_lines(&log, 30) {
+            let tail = crate::fsutil::tail_lines(&log, 30);
+            for line in &tail {
                 message.push_str(&format!("    {line}\n"));
             }
-            message.push_str("hint: the log lines above say why");
+            message.push_str(if tail.is_empty() {
+                "hint: it logged nothing; `openwrk daemon run` runs it in this terminal"
+            } else {
+                "hint: the log lines above say why"
+            });
             return Err(HostError::Background {
                 message,
                 code: status.code().filter(|c| *c != 0).unwrap_or(1),
