@@ -5,6 +5,17 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+mod daemon;
+mod start;
+pub mod upstream;
+
+pub use daemon::{DaemonArgs, DaemonCommand, InstanceCommand, WorkspaceCommand};
+pub use start::{Approval, OpenCodeArgs, OpenCodeLogLevel, StartArgs};
+
+/// Help headings of the global options, apart from each command's own.
+const SUPPLY: &str = "Global: where sidecars come from";
+const OUTPUT: &str = "Global: output and logging";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "openwrk",
@@ -26,17 +37,18 @@ fn bool_flag() -> clap::builder::BoolishValueParser {
 #[derive(Debug, Clone, Args)]
 pub struct Global {
     /// Where openwrk keeps state [default: the platform data dir, e.g. ~/.local/share/openwrk]
-    #[arg(long, global = true, env = "OPENWRK_DATA_DIR", value_name = "DIR")]
+    #[arg(long, global = true, env = "OPENWRK_DATA_DIR", value_name = "DIR", help_heading = SUPPLY)]
     pub data_dir: Option<PathBuf>,
     /// Sidecar cache [default: <data dir>/sidecars] (OPENWORK_SIDECAR_DIR is read too)
-    #[arg(long, global = true, env = "OPENWRK_SIDECAR_DIR", value_name = "DIR")]
+    #[arg(long, global = true, env = "OPENWRK_SIDECAR_DIR", value_name = "DIR", help_heading = SUPPLY)]
     pub sidecar_dir: Option<PathBuf>,
     /// Manifest URL or file [default: bundled next to openwrk, else this version's release]
     #[arg(
         long,
         global = true,
         env = "OPENWRK_SIDECAR_MANIFEST_URL",
-        value_name = "URL|PATH"
+        value_name = "URL|PATH",
+        help_heading = SUPPLY
     )]
     pub sidecar_manifest: Option<String>,
     /// Mirror serving the files of a dist/ (manifest and assets)
@@ -44,7 +56,8 @@ pub struct Global {
         long,
         global = true,
         env = "OPENWRK_SIDECAR_BASE_URL",
-        value_name = "URL"
+        value_name = "URL",
+        help_heading = SUPPLY
     )]
     pub sidecar_base_url: Option<String>,
     /// Source of openwork-server and owpenbot
@@ -53,7 +66,9 @@ pub struct Global {
         global = true,
         env = "OPENWRK_SIDECAR_SOURCE",
         value_enum,
-        default_value = "auto"
+        value_name = "SOURCE",
+        default_value = "auto",
+        help_heading = SUPPLY
     )]
     pub sidecar_source: Source,
     /// Source of opencode
@@ -62,7 +77,9 @@ pub struct Global {
         global = true,
         env = "OPENWRK_OPENCODE_SOURCE",
         value_enum,
-        default_value = "auto"
+        value_name = "SOURCE",
+        default_value = "auto",
+        help_heading = SUPPLY
     )]
     pub opencode_source: Source,
     /// Require manifests signed with this minisign public key (base64 line); ignored when a key is built in
@@ -70,7 +87,8 @@ pub struct Global {
         long,
         global = true,
         env = "OPENWRK_MANIFEST_PUBKEY",
-        value_name = "KEY"
+        value_name = "KEY",
+        help_heading = SUPPLY
     )]
     pub manifest_pubkey: Option<String>,
     /// Seconds to wait for a download connection
@@ -79,7 +97,8 @@ pub struct Global {
         global = true,
         env = "OPENWRK_CONNECT_TIMEOUT",
         value_name = "SECS",
-        default_value_t = 10.0
+        default_value_t = 10.0,
+        help_heading = SUPPLY
     )]
     pub connect_timeout: f64,
     /// Seconds without a byte (or with under 1 KiB) before a download counts as stalled
@@ -88,52 +107,59 @@ pub struct Global {
         global = true,
         env = "OPENWRK_IDLE_TIMEOUT",
         value_name = "SECS",
-        default_value_t = 30.0
+        default_value_t = 30.0,
+        help_heading = SUPPLY
     )]
     pub idle_timeout: f64,
     /// Extra trusted CA certificates (PEM) for downloads
-    #[arg(long, global = true, env = "OPENWRK_CA_BUNDLE", value_name = "FILE")]
+    #[arg(long, global = true, env = "OPENWRK_CA_BUNDLE", value_name = "FILE", help_heading = SUPPLY)]
     pub ca_bundle: Option<PathBuf>,
     /// Accept an unsigned local manifest although this openwrk requires signed ones (development)
-    #[arg(long, global = true, env = "OPENWRK_ALLOW_UNSIGNED_MANIFEST", value_parser = bool_flag(), action = ArgAction::SetTrue)]
+    #[arg(long, global = true, env = "OPENWRK_ALLOW_UNSIGNED_MANIFEST", value_parser = bool_flag(), action = ArgAction::SetTrue, help_heading = SUPPLY)]
     pub allow_unsigned_manifest: bool,
     /// Accept, for this run, a signed manifest of another openwrk version or older than the newest one seen
-    #[arg(long, global = true, env = "OPENWRK_ALLOW_DOWNGRADE", value_parser = bool_flag(), action = ArgAction::SetTrue)]
+    #[arg(long, global = true, env = "OPENWRK_ALLOW_DOWNGRADE", value_parser = bool_flag(), action = ArgAction::SetTrue, help_heading = SUPPLY)]
     pub allow_downgrade: bool,
     /// Allow external (unverified) openwork-server and owpenbot binaries
-    #[arg(long, global = true, env = "OPENWRK_ALLOW_EXTERNAL", value_parser = bool_flag(), action = ArgAction::SetTrue)]
+    #[arg(long, global = true, env = "OPENWRK_ALLOW_EXTERNAL", value_parser = bool_flag(), action = ArgAction::SetTrue, help_heading = SUPPLY)]
     pub allow_external: bool,
     /// Say where each sidecar comes from and how it was verified; debug logs
-    #[arg(long, short, global = true, env = "OPENWRK_VERBOSE", value_parser = bool_flag(), action = ArgAction::SetTrue)]
+    #[arg(long, short, global = true, env = "OPENWRK_VERBOSE", value_parser = bool_flag(), action = ArgAction::SetTrue, help_heading = OUTPUT)]
     pub verbose: bool,
+    /// Log lines as text (pretty) or as OpenTelemetry JSON records, one per line (json)
     #[arg(
         long,
         global = true,
         env = "OPENWRK_LOG_FORMAT",
         value_enum,
-        default_value = "pretty"
+        value_name = "FORMAT",
+        default_value = "pretty",
+        help_heading = OUTPUT
     )]
     pub log_format: LogFormat,
     /// Id on every log record and passed to the children [default: a new UUIDv7]
-    #[arg(long, global = true, env = "OPENWRK_RUN_ID")]
+    #[arg(long, global = true, env = "OPENWRK_RUN_ID", value_name = "ID", help_heading = OUTPUT)]
     pub run_id: Option<String>,
-    /// Colors (NO_COLOR is honoured)
-    #[arg(long, global = true, value_enum, default_value = "auto")]
+    /// Colors; `--color` alone means always (NO_COLOR is honoured by auto)
+    #[arg(long, global = true, env = "OPENWRK_COLOR", value_enum, value_name = "WHEN", num_args = 0..=1, default_missing_value = "always", default_value = "auto", overrides_with = "no_color", help_heading = OUTPUT)]
     pub color: Color,
+    /// No colors (= --color never)
+    #[arg(long, global = true, overrides_with = "color", help_heading = OUTPUT)]
+    pub no_color: bool,
     /// Machine-readable output (one JSON document on stdout)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = OUTPUT)]
     pub json: bool,
     /// OpenCode to use when the manifest names none: 1.2.3, v1.2.3 or latest
-    #[arg(long, global = true, env = "OPENCODE_VERSION", value_name = "VERSION")]
+    #[arg(long, global = true, env = "OPENCODE_VERSION", value_name = "VERSION", help_heading = SUPPLY)]
     pub opencode_version: Option<String>,
     /// Repository of OpenCode releases (owner/name)
-    #[arg(long, global = true, env = "OPENWRK_OPENCODE_REPO", default_value = crate::supply::github::DEFAULT_OPENCODE_REPO)]
+    #[arg(long, global = true, env = "OPENWRK_OPENCODE_REPO", value_name = "OWNER/NAME", default_value = crate::supply::github::DEFAULT_OPENCODE_REPO, help_heading = SUPPLY)]
     pub opencode_repo: String,
     /// GitHub API root
-    #[arg(long, global = true, env = "OPENWRK_GITHUB_API_URL", default_value = crate::supply::github::DEFAULT_API_URL)]
+    #[arg(long, global = true, env = "OPENWRK_GITHUB_API_URL", value_name = "URL", default_value = crate::supply::github::DEFAULT_API_URL, help_heading = SUPPLY)]
     pub github_api_url: String,
     /// GitHub token for the API (GH_TOKEN is read too); prefer the env var
-    #[arg(long, global = true, env = "GITHUB_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "GITHUB_TOKEN", hide_env_values = true, value_name = "TOKEN", help_heading = SUPPLY)]
     pub github_token: Option<String>,
 }
 
@@ -164,7 +190,9 @@ impl From<Source> for crate::supply::resolve::SourceMode {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// `HH:MM:SS.mmm LEVEL component  message`
     Pretty,
+    /// One OpenTelemetry log record per line
     Json,
 }
 
@@ -177,11 +205,28 @@ impl From<LogFormat> for crate::host::log::LogFormat {
     }
 }
 
+/// `--color WHEN`; upstream's boolean spellings are aliases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Color {
+    /// When stderr is a terminal and NO_COLOR is unset
     Auto,
+    /// Always (also `--color` alone, true, yes, on, 1)
+    #[value(alias = "true", alias = "yes", alias = "on", alias = "1")]
     Always,
+    /// Never (also `--no-color`, false, no, off, 0)
+    #[value(alias = "false", alias = "no", alias = "off", alias = "0")]
     Never,
+}
+
+impl Global {
+    /// `--color`, unless `--no-color` came last.
+    pub fn color(&self) -> Color {
+        if self.no_color {
+            Color::Never
+        } else {
+            self.color
+        }
+    }
 }
 
 impl From<Color> for crate::host::log::Color {
@@ -202,7 +247,8 @@ pub enum Command {
     Serve(Box<StartArgs>),
     /// Stop a detached run
     Stop {
-        #[arg(long)]
+        /// The run to stop [default: the newest detached run]
+        #[arg(long, value_name = "ID")]
         run_id: Option<String>,
     },
     /// Inspect, prefetch, verify and prune the sidecar cache
@@ -224,7 +270,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     Completions {
-        #[arg(value_enum)]
+        /// The shell to complete for
+        #[arg(value_enum, value_name = "SHELL")]
         shell: clap_complete::Shell,
     },
 }
@@ -243,58 +290,10 @@ pub enum SidecarsCommand {
     Verify,
     /// Remove cached versions the current manifest does not name
     Prune {
+        /// Say what would be removed, remove nothing
         #[arg(long)]
         dry_run: bool,
     },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DaemonCommand {
-    /// Start the router daemon (in the background unless --foreground) and print its URL
-    Start(DaemonArgs),
-    /// Stop the daemon and its OpenCode
-    Stop(DaemonArgs),
-    /// The daemon's record and live health (--json for one document)
-    Status(DaemonArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct DaemonArgs {
-    #[arg(long, env = "OPENWRK_DAEMON_HOST", default_value = "127.0.0.1")]
-    pub daemon_host: String,
-    /// [default: a free port]
-    #[arg(long, env = "OPENWRK_DAEMON_PORT")]
-    pub daemon_port: Option<u16>,
-    /// Run the daemon in this process instead of in the background
-    #[arg(long)]
-    pub foreground: bool,
-    /// Use this OpenCode binary (implies --opencode-source external)
-    #[arg(long, env = "OPENWRK_OPENCODE_BIN", value_name = "PATH")]
-    pub opencode_bin: Option<PathBuf>,
-    /// Seconds to wait for OpenCode to be healthy at start
-    #[arg(long, env = "OPENWRK_STARTUP_TIMEOUT", default_value_t = 60)]
-    pub startup_timeout: u64,
-    // Sandbox mode (SPEC §5.9): --sandbox, --sandbox-image, --sandbox-persist-dir, --sandbox-mount.
-    #[command(flatten)]
-    pub sandbox: SandboxArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum WorkspaceCommand {
-    /// Add an existing directory; prints its stable id
-    Add { path: PathBuf },
-    /// The workspaces (--json: {"workspaces":[…]})
-    List,
-    /// Print a workspace's path
-    Path { id: String },
-    /// Forget a workspace
-    Remove { id: String },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum InstanceCommand {
-    /// Ask the daemon to release OpenCode's instance for a workspace
-    Dispose { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -303,9 +302,12 @@ pub enum ApprovalsCommand {
     List(RemoteArgs),
     /// Allow or deny one approval
     Reply {
+        /// The approval's id (`openwrk approvals list`)
         id: String,
+        /// Allow it
         #[arg(long, conflicts_with = "deny", required_unless_present = "deny")]
         allow: bool,
+        /// Deny it
         #[arg(long)]
         deny: bool,
         #[command(flatten)]
@@ -315,107 +317,39 @@ pub enum ApprovalsCommand {
 
 #[derive(Debug, Args)]
 pub struct RemoteArgs {
-    #[arg(long, env = "OPENWRK_OPENWORK_URL")]
+    /// The OpenWork server, e.g. http://127.0.0.1:8787
+    #[arg(long, env = "OPENWRK_OPENWORK_URL", value_name = "URL")]
     pub openwork_url: Option<String>,
     /// Host token (prefer the env var: argv is visible to other users)
-    #[arg(long, env = "OPENWRK_HOST_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        visible_alias = "openwork-host-token",
+        env = "OPENWRK_HOST_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub host_token: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    #[arg(long, env = "OPENWRK_OPENWORK_URL")]
+    /// The OpenWork server to check, e.g. http://127.0.0.1:8787
+    #[arg(long, env = "OPENWRK_OPENWORK_URL", value_name = "URL")]
     pub openwork_url: Option<String>,
-    #[arg(long)]
+    /// The OpenCode server to check
+    #[arg(long, value_name = "URL")]
     pub opencode_url: Option<String>,
-    #[arg(long, env = "OPENWRK_OPENCODE_USERNAME")]
+    /// OpenCode's basic-auth user name
+    #[arg(long, env = "OPENWRK_OPENCODE_USERNAME", value_name = "NAME")]
     pub opencode_username: Option<String>,
-    /// Prefer the env var: argv is visible to other users
-    #[arg(long, env = "OPENWRK_OPENCODE_PASSWORD", hide_env_values = true)]
+    /// OpenCode's basic-auth password; prefer the env var: argv is visible to other users
+    #[arg(
+        long,
+        env = "OPENWRK_OPENCODE_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
     pub opencode_password: Option<String>,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct StartArgs {
-    /// [default: the current directory]
-    #[arg(long, env = "OPENWRK_WORKSPACE", value_name = "DIR")]
-    pub workspace: Option<PathBuf>,
-    /// Use this OpenCode binary (implies --opencode-source external)
-    #[arg(long, env = "OPENWRK_OPENCODE_BIN", value_name = "PATH")]
-    pub opencode_bin: Option<PathBuf>,
-    #[arg(long, env = "OPENWRK_OPENCODE_HOST", default_value = "127.0.0.1")]
-    pub opencode_host: String,
-    /// [default: a free port]
-    #[arg(long, env = "OPENWRK_OPENCODE_PORT")]
-    pub opencode_port: Option<u16>,
-    #[arg(long, env = "OPENWRK_OPENCODE_USERNAME", default_value = "opencode")]
-    pub opencode_username: String,
-    /// [default: generated] Prefer the env var: argv is visible to other users
-    #[arg(long, env = "OPENWRK_OPENCODE_PASSWORD", hide_env_values = true)]
-    pub opencode_password: Option<String>,
-    /// Use this OpenWork server binary (needs --allow-external)
-    #[arg(long, env = "OPENWRK_OPENWORK_SERVER_BIN", value_name = "PATH")]
-    pub openwork_server_bin: Option<PathBuf>,
-    #[arg(long, env = "OPENWRK_OPENWORK_HOST", default_value = "127.0.0.1")]
-    pub openwork_host: String,
-    /// Listen on 0.0.0.0 so remote clients can pair (OpenCode stays behind basic auth)
-    #[arg(long, env = "OPENWRK_REMOTE_ACCESS", value_parser = bool_flag(), action = ArgAction::SetTrue)]
-    pub remote_access: bool,
-    /// [default: 8787, a free port if busy]
-    #[arg(long, env = "OPENWRK_OPENWORK_PORT")]
-    pub openwork_port: Option<u16>,
-    /// [default: generated] Prefer the env var: argv is visible to other users
-    #[arg(long, env = "OPENWRK_OPENWORK_TOKEN", hide_env_values = true)]
-    pub openwork_token: Option<String>,
-    /// [default: generated] Prefer the env var: argv is visible to other users
-    #[arg(long, env = "OPENWRK_HOST_TOKEN", hide_env_values = true)]
-    pub host_token: Option<String>,
-    #[arg(long, env = "OPENWRK_APPROVAL", value_enum, default_value = "manual")]
-    pub approval: Approval,
-    /// Milliseconds
-    #[arg(long, env = "OPENWRK_APPROVAL_TIMEOUT", default_value_t = 30000)]
-    pub approval_timeout: u64,
-    #[arg(long, env = "OPENWRK_READ_ONLY", value_parser = bool_flag(), action = ArgAction::SetTrue)]
-    pub read_only: bool,
-    /// Allowed CORS origins, comma-separated
-    #[arg(long, env = "OPENWRK_CORS", value_delimiter = ',')]
-    pub cors: Vec<String>,
-    /// Host advertised to remote clients [default: first non-loopback address with --remote-access, else 127.0.0.1]
-    #[arg(long, env = "OPENWRK_CONNECT_HOST")]
-    pub connect_host: Option<String>,
-    /// Use this Owpenbot binary (needs --allow-external)
-    #[arg(long, env = "OPENWRK_OWPENBOT_BIN", value_name = "PATH")]
-    pub owpenbot_bin: Option<PathBuf>,
-    #[arg(long, env = "OPENWRK_NO_OWPENBOT", value_parser = bool_flag(), action = ArgAction::SetTrue)]
-    pub no_owpenbot: bool,
-    /// Treat Owpenbot exiting like the other sidecars exiting
-    #[arg(long, env = "OPENWRK_OWPENBOT_REQUIRED", value_parser = bool_flag(), action = ArgAction::SetTrue)]
-    pub owpenbot_required: bool,
-    /// [default: a free port]
-    #[arg(long, env = "OPENWRK_OWPENBOT_HEALTH_PORT")]
-    pub owpenbot_health_port: Option<u16>,
-    /// Ask the OpenWork server not to log requests (OPENWORK_LOG_REQUESTS=0)
-    #[arg(long)]
-    pub no_log_requests: bool,
-    /// Seconds to wait for every sidecar to be healthy
-    #[arg(long, env = "OPENWRK_STARTUP_TIMEOUT", default_value_t = 60)]
-    pub startup_timeout: u64,
-    /// Start, verify health, print the pairing details, stop, exit
-    #[arg(long)]
-    pub check: bool,
-    /// With --check: also wait for OpenCode's first /event
-    #[arg(long)]
-    pub check_events: bool,
-    #[arg(long, overrides_with = "no_tui")]
-    pub tui: bool,
-    #[arg(long)]
-    pub no_tui: bool,
-    /// Leave the services running and exit once healthy
-    #[arg(long)]
-    pub detach: bool,
-    // Sandbox mode (SPEC §5.9): --sandbox, --sandbox-image, --sandbox-persist-dir, --sandbox-mount.
-    #[command(flatten)]
-    pub sandbox: SandboxArgs,
 }
 
 /// `--sandbox` and friends, on `start`/`serve` and the daemon commands (SPEC §4).
@@ -423,7 +357,13 @@ pub struct StartArgs {
 #[command(next_help_heading = "Sandbox (see the README's \"Sandbox\" section)")]
 pub struct SandboxArgs {
     /// Run OpenCode, and every command its agent runs, inside a sandbox
-    #[arg(long, env = "OPENWRK_SANDBOX", value_enum, default_value = "none")]
+    #[arg(
+        long,
+        env = "OPENWRK_SANDBOX",
+        value_enum,
+        default_value = "none",
+        value_name = "MODE"
+    )]
     pub sandbox: SandboxMode,
     /// Base image with glibc for docker/podman/container (never trusted to provide OpenCode) [default: debian:stable-slim]
     #[arg(long, env = "OPENWRK_SANDBOX_IMAGE", value_name = "REF")]
@@ -476,12 +416,6 @@ impl From<&SandboxArgs> for crate::host::sandbox::SandboxArgs {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Approval {
-    Manual,
-    Auto,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,5 +424,143 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_argument_and_command_has_a_description() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_about().is_none() && !path.is_empty() {
+                missing.push(format!("command `{path}`"));
+            }
+            for a in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("`{path}` {}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, format!("{path} {}", sub.get_name()).trim(), missing);
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "", &mut missing);
+        assert!(missing.is_empty(), "without a description: {missing:#?}");
+    }
+
+    #[test]
+    fn upstream_spellings_parse_with_the_same_meaning() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map_err(|e| e.to_string());
+        let cli = parse(&[
+            "openwrk",
+            "serve",
+            "--no-color",
+            "--openwork-host-token",
+            "h",
+            "--opencode-router-bin",
+            "/b",
+            "--no-opencode-router",
+            "--opencode-router-required",
+            "--opencode-router-health-port",
+            "7",
+            "--tui",
+            "--opencode-auth",
+            "--opencode-log-level",
+            "debug",
+            "--opencode-hot-reload",
+            "false",
+            "--opencode-hot-reload-debounce-ms",
+            "900",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.color(), Color::Never);
+        let Command::Serve(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.host_token.as_deref(), Some("h"));
+        assert_eq!(a.owpenbot_bin.as_deref(), Some(std::path::Path::new("/b")));
+        assert!(a.no_owpenbot && a.owpenbot_required && a.tui);
+        assert_eq!(a.owpenbot_health_port, Some(7));
+        let s = a.opencode.settings().unwrap();
+        assert_eq!(
+            (
+                s.log_level.as_str(),
+                s.hot_reload,
+                s.hot_reload_debounce_ms,
+                s.hot_reload_cooldown_ms
+            ),
+            ("DEBUG", false, 900, 1500)
+        );
+        // `--color` alone is upstream's "force colors"; `--color WHEN` still works.
+        assert_eq!(
+            parse(&["openwrk", "serve", "--color"])
+                .unwrap()
+                .global
+                .color(),
+            Color::Always
+        );
+        assert_eq!(
+            parse(&["openwrk", "--color", "never", "serve"])
+                .unwrap()
+                .global
+                .color(),
+            Color::Never
+        );
+        assert_eq!(
+            parse(&["openwrk", "serve", "--no-color", "--color"])
+                .unwrap()
+                .global
+                .color(),
+            Color::Always
+        );
+        assert_eq!(
+            parse(&["openwrk", "serve", "--color", "false"])
+                .unwrap()
+                .global
+                .color(),
+            Color::Never
+        );
+        let Command::Serve(a) = parse(&["openwrk", "serve", "--no-opencode-hot-reload"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert!(!a.opencode.settings().unwrap().hot_reload);
+        let Command::Serve(a) = parse(&["openwrk", "serve", "--no-opencode-auth"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert!(a
+            .opencode
+            .settings()
+            .unwrap_err()
+            .starts_with("--no-opencode-auth is not supported"));
+        assert!(parse(&[
+            "openwrk",
+            "serve",
+            "--opencode-hot-reload-debounce-ms",
+            "10"
+        ])
+        .is_err());
+        let Command::Daemon(DaemonCommand::Run(d)) =
+            parse(&["openwrk", "daemon", "run", "--opencode-workdir", "/w"])
+                .unwrap()
+                .command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            d.opencode_workdir.as_deref(),
+            Some(std::path::Path::new("/w"))
+        );
+        assert!(matches!(
+            parse(&["openwrk", "workspace", "switch", "ws_1"])
+                .unwrap()
+                .command,
+            Command::Workspace(WorkspaceCommand::Switch { .. })
+        ));
     }
 }

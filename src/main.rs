@@ -14,12 +14,21 @@ fn main() {
     {
         openwrk::host::guardian::run(std::env::args_os().skip(2));
     }
-    let cli = Cli::parse();
+    // Upstream's variable names count as ours (see cli::upstream).
+    openwrk::cli::upstream::apply_env_aliases();
+    let cli = Cli::parse_from(openwrk::cli::upstream::normalize_args(
+        std::env::args_os().collect(),
+    ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let json = cli.global.json;
     let code = runtime.block_on(run(cli)).unwrap_or_else(|f| {
+        // With --json a failure is the one JSON document on stdout too.
+        if json {
+            commands::print_json_failure(&f);
+        }
         // Messages quote manifests, URLs and child output: never a credential or control sequence.
         eprintln!("error: {}", openwrk::sanitize::for_output(&f.message));
         f.code
@@ -46,7 +55,13 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             // Into a buffer first: `openwrk completions bash | head` must not panic on a closed pipe.
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "openwrk", &mut script);
-            let _ = std::io::stdout().write_all(&script);
+            if cli.global.json {
+                let script = String::from_utf8_lossy(&script);
+                let doc = serde_json::json!({ "shell": shell.to_string(), "script": script });
+                println!("{doc}");
+            } else {
+                let _ = std::io::stdout().write_all(&script);
+            }
             Ok(0)
         }
     }

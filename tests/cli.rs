@@ -32,7 +32,7 @@ fn version_help_and_completions() {
         assert!(help.contains(env), "serve --help lacks {env}");
     }
     assert!(
-        help.contains("Prefer the env var"),
+        help.to_lowercase().contains("prefer the env var"),
         "secret flags point to their env vars"
     );
 

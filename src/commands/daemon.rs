@@ -10,6 +10,7 @@ use crate::host::daemon::{self, DaemonConfig, DaemonRecord, Launched};
 
 pub async fn run(global: &Global, command: DaemonCommand) -> Result<i32, Failure> {
     match command {
+        DaemonCommand::Run(args) => foreground(global, &args).await,
         DaemonCommand::Start(args) if args.foreground => foreground(global, &args).await,
         DaemonCommand::Start(args) => launch(global, &args).await,
         DaemonCommand::Stop(_) => stop(global).await,
@@ -25,6 +26,8 @@ fn config(global: &Global, args: &DaemonArgs, run_id: String) -> Result<DaemonCo
         startup_timeout: Duration::from_secs(args.startup_timeout),
         run_id,
         sandbox: (&args.sandbox).into(),
+        opencode: super::start::opencode_settings(&args.opencode)?,
+        opencode_workdir: args.opencode_workdir.clone(),
     })
 }
 
@@ -34,6 +37,7 @@ fn print_started(global: &Global, record: &DaemonRecord) {
             "{}",
             serde_json::to_string(record).expect("the record serializes")
         );
+        super::document_printed();
     } else {
         println!("{}", record.url);
     }
@@ -59,7 +63,9 @@ async fn foreground(global: &Global, args: &DaemonArgs) -> Result<i32, Failure> 
 
 /// `daemon start`: in the background, its URL printed once it is ready.
 async fn launch(global: &Global, args: &DaemonArgs) -> Result<i32, Failure> {
-    let run_id = global.run_id.clone().unwrap_or_default();
+    // The background daemon inherits this id, so every record of the daemon,
+    // from this process's and from its own, carries the same one.
+    let run_id = super::run_id(global)?;
     let logger = super::logger(global, &run_id);
     let config = config(global, args, run_id)?;
     let settings = super::settings(global, [args.opencode_bin.clone(), None, None])?;

@@ -130,7 +130,7 @@ pub fn logger(global: &Global, run_id: &str) -> crate::host::log::Logger {
     use std::io::IsTerminal;
     let logger = Logger::stderr(LogSettings {
         format: global.log_format.into(),
-        color: color_enabled(global.color.into(), std::io::stderr().is_terminal()),
+        color: color_enabled(global.color().into(), std::io::stderr().is_terminal()),
         verbose: global.verbose,
         context: Context {
             run_id: run_id.to_string(),
@@ -152,11 +152,43 @@ pub async fn logged(
 ) -> Result<i32, Failure> {
     match command.await {
         Err(f) if global.log_format == crate::cli::LogFormat::Json => {
+            if global.json {
+                print_json_failure(&f);
+            }
             logger.error(&f.message);
             Ok(f.code)
         }
         other => other,
     }
+}
+
+/// Whether this command already printed its JSON document (a run's pairing
+/// details, the daemon's record): a later failure must not add a second one.
+static DOCUMENT_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Notes that stdout got this command's JSON document.
+pub fn document_printed() {
+    DOCUMENT_PRINTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// A failure as the one JSON document of `--json` on stdout (unless the
+/// command printed its document before it failed):
+/// `{"ok":false,"error":{"message","hint","exitCode"}}`, like upstream's
+/// `{"ok":false,"error":…}` with the hint and the exit code apart.
+pub fn print_json_failure(f: &Failure) {
+    if DOCUMENT_PRINTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let text = crate::sanitize::for_output(&f.message);
+    let (message, hint) = match text.split_once("\nhint: ") {
+        Some((m, h)) => (m.to_string(), Some(h.to_string())),
+        None => (text.clone(), None),
+    };
+    let doc = serde_json::json!({
+        "ok": false,
+        "error": { "message": message, "hint": hint, "exitCode": f.code },
+    });
+    println!("{doc}");
 }
 
 fn seconds(flag: &str, value: f64) -> Result<std::time::Duration, Failure> {

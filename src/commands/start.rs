@@ -17,7 +17,7 @@ pub async fn run(global: &Global, args: StartArgs, dashboard: bool) -> Result<i3
     super::logged(global, &logger, async {
         let config = RunConfig {
             mode: mode(global, &args, dashboard, &logger),
-            options: options(&args),
+            options: options(&args)?,
             data_dir: super::data_dir(global)?,
             run_id,
         };
@@ -87,8 +87,8 @@ fn mode(global: &Global, args: &StartArgs, dashboard: bool, logger: &Logger) -> 
     }
 }
 
-fn options(args: &StartArgs) -> Options {
-    Options {
+fn options(args: &StartArgs) -> Result<Options, Failure> {
+    Ok(Options {
         workspace: args.workspace.clone(),
         opencode_host: args.opencode_host.clone(),
         opencode_port: args.opencode_port,
@@ -115,7 +115,16 @@ fn options(args: &StartArgs) -> Options {
         check: args.check,
         check_events: args.check_events,
         sandbox: (&args.sandbox).into(),
-    }
+        opencode: opencode_settings(&args.opencode)?,
+    })
+}
+
+/// OpenCode's settings, or the usage error that refuses them (`--no-opencode-auth`).
+pub(super) fn opencode_settings(
+    args: &crate::cli::OpenCodeArgs,
+) -> Result<crate::host::opencode::OpenCodeSettings, Failure> {
+    args.settings()
+        .map_err(|message| Failure { message, code: 2 })
 }
 
 /// Pairing details on stdout: one JSON object with `--json`, else text.
@@ -134,6 +143,9 @@ impl Render {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
+        if self.json {
+            super::document_printed();
+        }
     }
 }
 

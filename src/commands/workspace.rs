@@ -1,4 +1,4 @@
-//! `openwrk workspace add|list|path|remove` (SPEC §6). They edit
+//! `openwrk workspace add|list|path|switch|remove` (SPEC §6). They edit
 //! `<data dir>/workspaces.json` directly (under its lock), so they work with
 //! or without a running daemon; a running daemon notices the change itself.
 
@@ -18,10 +18,13 @@ impl From<WorkspaceError> for Failure {
 pub async fn run(global: &Global, command: WorkspaceCommand) -> Result<i32, Failure> {
     let store = Store::new(&super::data_dir(global)?);
     match command {
-        WorkspaceCommand::Add { path } => {
-            let (w, new) = store.add(&path)?;
+        WorkspaceCommand::Add { path, name } => {
+            let (w, new) = store.add_named(&path, name.as_deref())?;
             if global.json {
-                println!("{}", serde_json::to_string(&w).expect("serializes"));
+                // The workspace itself, plus whether this call added it.
+                let mut doc = serde_json::to_value(&w).expect("serializes");
+                doc["created"] = new.into();
+                println!("{doc}");
             } else {
                 // The id alone on stdout, so `ID=$(openwrk workspace add .)` works.
                 println!("{}", w.id);
@@ -30,24 +33,34 @@ pub async fn run(global: &Global, command: WorkspaceCommand) -> Result<i32, Fail
             }
         }
         WorkspaceCommand::List => {
-            let list = store.load()?;
+            let list = store.load_list()?;
+            let active = list.active_id.as_deref();
             if global.json {
-                println!("{}", serde_json::json!({ "workspaces": list }));
-            } else if list.is_empty() {
+                // `activeId` only when one is set, as in workspaces.json.
+                println!("{}", serde_json::to_string(&list).expect("serializes"));
+            } else if list.workspaces.is_empty() {
                 eprintln!("no workspaces yet; add one with `openwrk workspace add PATH`");
             } else {
-                let rows: Vec<[String; 4]> = list
+                let rows: Vec<[String; 5]> = list
+                    .workspaces
                     .iter()
                     .map(|w| {
+                        let mark = if Some(w.id.as_str()) == active {
+                            "*"
+                        } else {
+                            ""
+                        };
                         [
                             w.id.clone(),
                             w.name.clone(),
                             w.path.display().to_string(),
                             w.added_at.clone(),
+                            mark.to_string(),
                         ]
                     })
                     .collect();
-                print!("{}", table(&["ID", "NAME", "PATH", "ADDED"], &rows));
+                let header = ["ID", "NAME", "PATH", "ADDED", "ACTIVE"];
+                print!("{}", table(&header, &rows));
             }
         }
         WorkspaceCommand::Path { id } => {
@@ -56,6 +69,21 @@ pub async fn run(global: &Global, command: WorkspaceCommand) -> Result<i32, Fail
                 println!("{}", serde_json::to_string(&w).expect("serializes"));
             } else {
                 println!("{}", w.path.display());
+            }
+        }
+        WorkspaceCommand::Switch { id } => {
+            let w = store.switch(&id)?;
+            if global.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "activeId": w.id, "workspace": w })
+                );
+            } else {
+                println!(
+                    "{} ({}) is now the active workspace: requests that name none go to it",
+                    w.id,
+                    w.path.display()
+                );
             }
         }
         WorkspaceCommand::Remove { id } => {

@@ -13,6 +13,11 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use serde_json::Value;
 
+/// How probes introduce themselves (`User-Agent: openwrk-probe/<version>`),
+/// so their request lines can be told from other clients' and kept out of
+/// the unified log.
+pub const PROBE_AGENT_PREFIX: &str = "openwrk-probe/";
+
 /// Connect plus full response of one probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -91,7 +96,7 @@ impl Prober {
             .pool_max_idle_per_host(0)
             .connect_timeout(PROBE_TIMEOUT)
             .timeout(PROBE_TIMEOUT)
-            .user_agent(crate::user_agent())
+            .user_agent(format!("{PROBE_AGENT_PREFIX}{}", crate::VERSION))
             .build()
             .map_err(|e| HealthError::Client(crate::error_chain(&e)))?;
         Ok(Prober { client })
@@ -113,6 +118,17 @@ impl Prober {
     /// At `until`, the last `Down` seen (or "no answer" while every probe
     /// was still waiting). At least one probe is started, however late.
     pub async fn hedged(&self, endpoint: &Endpoint, until: tokio::time::Instant) -> Probe {
+        self.hedged_noting(endpoint, until, &mut |_| {}).await
+    }
+
+    /// [`Prober::hedged`], telling `noted` each `Down` reason as it comes
+    /// (for "still starting" reports while the probes go on).
+    pub async fn hedged_noting(
+        &self,
+        endpoint: &Endpoint,
+        until: tokio::time::Instant,
+        noted: &mut (dyn FnMut(&str) + Send),
+    ) -> Probe {
         use tokio::time::{sleep_until, Instant};
         let mut in_flight = futures_util::stream::FuturesUnordered::new();
         in_flight.push(self.attempt(endpoint));
@@ -125,6 +141,7 @@ impl Prober {
                 biased;
                 Some((probe, refused)) = in_flight.next(), if !in_flight.is_empty() => match probe {
                     Probe::Down { reason } => {
+                        noted(&reason);
                         last_down = Some(reason);
                         if refused {
                             next = next.min(Instant::now() + AFTER_REFUSED);

@@ -12,6 +12,7 @@ mod error;
 pub mod guardian;
 pub mod health;
 pub mod log;
+pub mod opencode;
 pub mod process;
 pub mod readiness;
 pub mod remote;

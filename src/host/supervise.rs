@@ -450,10 +450,11 @@ async fn forward<R: AsyncRead + Unpin>(
 pub async fn stop_all(children: &[Arc<Child>], grace: Duration, logger: &Logger) {
     let running: Vec<&Arc<Child>> = children.iter().filter(|c| c.exit().is_none()).collect();
     for c in &running {
-        logger.debug(&format!(
-            "sending SIGTERM to {} (process group {})",
-            c.name, c.pid
-        ));
+        logger.log_about(
+            crate::host::log::Severity::Debug,
+            Some(c.name),
+            &format!("sending SIGTERM to {} (process group {})", c.name, c.pid),
+        );
         c.signal_group(SIGTERM);
     }
     let deadline = tokio::time::Instant::now() + grace;

@@ -69,6 +69,10 @@ pub struct Workspace {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WorkspaceList {
     pub workspaces: Vec<Workspace>,
+    /// The daemon's active workspace: where requests that name none go
+    /// (`workspace switch`); the first one added until another is chosen.
+    #[serde(rename = "activeId", default, skip_serializing_if = "Option::is_none")]
+    pub active_id: Option<String>,
 }
 
 /// `ws_` + the first 12 hex characters of the SHA-256 of the canonical path:
@@ -125,14 +129,29 @@ impl Store {
     /// Every workspace; a missing file is an empty list. Reads need no lock:
     /// writers replace the file by rename, so a reader sees a whole version.
     pub fn load(&self) -> Result<Vec<Workspace>, WorkspaceError> {
+        Ok(self.load_list()?.workspaces)
+    }
+
+    /// The whole file: the workspaces and the active one.
+    pub fn load_list(&self) -> Result<WorkspaceList, WorkspaceError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(WorkspaceList::default())
+            }
             Err(e) => return Err(io(&self.path)(e)),
         };
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         match serde_path_to_error::deserialize::<_, WorkspaceList>(de) {
-            Ok(list) => Ok(list.workspaces),
+            Ok(mut list) => {
+                // An active id whose workspace is gone names nothing.
+                if let Some(id) = &list.active_id {
+                    if !list.workspaces.iter().any(|w| &w.id == id) {
+                        list.active_id = None;
+                    }
+                }
+                Ok(list)
+            }
             Err(e) => {
                 let detail = match e.path().to_string().as_str() {
                     "." => e.inner().to_string(),
@@ -156,19 +175,35 @@ impl Store {
             .ok_or_else(|| self.unknown(id))
     }
 
-    /// Adds a directory (canonicalized). Returns the workspace and whether it is new;
-    /// a path already listed keeps its entry.
+    /// Adds a directory (canonicalized), named after it. Returns the
+    /// workspace and whether it is new; a path already listed keeps its entry.
     pub fn add(&self, path: &Path) -> Result<(Workspace, bool), WorkspaceError> {
+        self.add_named(path, None)
+    }
+
+    /// [`Store::add`] with a display name (`workspace add --name`); the
+    /// first workspace added becomes the active one, as upstream does.
+    pub fn add_named(
+        &self,
+        path: &Path,
+        name: Option<&str>,
+    ) -> Result<(Workspace, bool), WorkspaceError> {
         let canonical = canonical_dir(path)?;
         let id = workspace_id(&canonical);
         let _lock = self.lock()?;
-        let mut list = self.load()?;
-        if let Some(existing) = list.iter().find(|w| w.id == id) {
+        let mut list = self.load_list()?;
+        if let Some(existing) = list.workspaces.iter().find(|w| w.id == id) {
             return Ok((existing.clone(), false));
         }
-        let name = canonical
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
+        let name = name
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .or_else(|| {
+                canonical
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
             .unwrap_or_else(|| canonical.display().to_string());
         let workspace = Workspace {
             id,
@@ -176,20 +211,47 @@ impl Store {
             name,
             added_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
-        list.push(workspace.clone());
+        list.workspaces.push(workspace.clone());
+        list.active_id.get_or_insert_with(|| workspace.id.clone());
         self.save(list)?;
         Ok((workspace, true))
     }
 
-    /// Removes a workspace by id and returns it.
+    /// Makes a workspace the active one (`workspace switch`) and returns it.
+    pub fn switch(&self, id: &str) -> Result<Workspace, WorkspaceError> {
+        let _lock = self.lock()?;
+        let mut list = self.load_list()?;
+        let found = list
+            .workspaces
+            .iter()
+            .find(|w| w.id == id)
+            .cloned()
+            .ok_or_else(|| self.unknown(id))?;
+        list.active_id = Some(found.id.clone());
+        self.save(list)?;
+        Ok(found)
+    }
+
+    /// The active workspace, if one is set.
+    pub fn active(&self) -> Result<Option<Workspace>, WorkspaceError> {
+        let list = self.load_list()?;
+        Ok(active_of(&list))
+    }
+
+    /// Removes a workspace by id and returns it; removing the active one
+    /// leaves none active (a request must then name its workspace).
     pub fn remove(&self, id: &str) -> Result<Workspace, WorkspaceError> {
         let _lock = self.lock()?;
-        let mut list = self.load()?;
+        let mut list = self.load_list()?;
         let pos = list
+            .workspaces
             .iter()
             .position(|w| w.id == id)
             .ok_or_else(|| self.unknown(id))?;
-        let removed = list.remove(pos);
+        let removed = list.workspaces.remove(pos);
+        if list.active_id.as_deref() == Some(id) {
+            list.active_id = None;
+        }
         self.save(list)?;
         Ok(removed)
     }
@@ -217,9 +279,9 @@ impl Store {
 
     /// Sorted by path so the file reads well and diffs stay small; written
     /// with write_atomic (temp file 0600, fsync, rename, directory fsync).
-    fn save(&self, mut workspaces: Vec<Workspace>) -> Result<(), WorkspaceError> {
-        workspaces.sort_by(|a, b| a.path.cmp(&b.path));
-        let mut bytes = serde_json::to_vec_pretty(&WorkspaceList { workspaces })
+    fn save(&self, mut list: WorkspaceList) -> Result<(), WorkspaceError> {
+        list.workspaces.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut bytes = serde_json::to_vec_pretty(&list)
             .map_err(|e| io(&self.path)(std::io::Error::other(e)))?;
         bytes.push(b'\n');
         crate::fsutil::write_atomic(&self.path, &bytes).map_err(io(&self.path))
@@ -251,6 +313,12 @@ impl Store {
         crate::fsutil::write_atomic(&backup, bytes).map_err(io(&backup))?;
         Ok(backup)
     }
+}
+
+/// The workspace the list marks active.
+pub fn active_of(list: &WorkspaceList) -> Option<Workspace> {
+    let id = list.active_id.as_deref()?;
+    list.workspaces.iter().find(|w| w.id == id).cloned()
 }
 
 /// How lock files are opened: created if missing (0600, like every state
@@ -321,6 +389,29 @@ mod tests {
         ));
         let err = store.add(&dir.path().join("missing")).unwrap_err();
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn the_first_workspace_is_active_until_another_is_switched_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+        std::fs::create_dir(&one).unwrap();
+        std::fs::create_dir(&two).unwrap();
+        let store = Store::new(&dir.path().join("data"));
+        assert_eq!(store.active().unwrap(), None);
+        let (a, _) = store.add(&one).unwrap();
+        let (b, _) = store.add_named(&two, Some("Second")).unwrap();
+        assert_eq!(b.name, "Second");
+        assert_eq!(store.active().unwrap(), Some(a.clone()));
+        assert_eq!(store.switch(&b.id).unwrap(), b);
+        assert_eq!(store.active().unwrap(), Some(b.clone()));
+        assert!(matches!(
+            store.switch("ws_nope"),
+            Err(WorkspaceError::UnknownId { .. })
+        ));
+        store.remove(&b.id).unwrap();
+        assert_eq!(store.active().unwrap(), None);
+        assert_eq!(store.load().unwrap(), vec![a]);
     }
 
     #[test]

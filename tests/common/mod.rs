@@ -2,6 +2,9 @@
 //! and assertions on the real `openwrk` binary's output.
 #![allow(dead_code)]
 
+#[cfg(unix)]
+pub mod standins;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

@@ -1,28 +1,23 @@
-//! The router daemon's HTTP side (SPEC §6): the API over the workspace list,
-//! and a reverse proxy `ANY /w/{id}/{rest}` → OpenCode `/{rest}?directory=<path>`
-//! with OpenCode's basic auth filled in. Bodies stream both ways, so OpenCode's
-//! event stream (SSE) passes through. The process side (keeping one OpenCode
-//! alive) is in `keeper` and `foreground`; they share [`Shared`].
-//!
+//! The router daemon's HTTP side (SPEC §6): the API over the workspace list
+//! and the routes of the reverse proxy (`proxy`). The process side (keeping
+//! one OpenCode alive) is in `keeper` and `foreground`; they share [`Shared`].
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
 
-use axum::body::Body;
 use axum::extract::{Path as UrlPath, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use futures_util::TryStreamExt as _;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::files::{DaemonError, LastExit};
+use super::proxy::{self, encode_query_value, relay, unreachable_upstream};
 use crate::host::log::Logger;
-use crate::host::workspaces::{Stamp, Store, Workspace, WorkspaceError};
+use crate::host::workspaces::{Stamp, Store, Workspace, WorkspaceError, WorkspaceList};
 
 /// OpenCode as the keeper last saw it; the router reads it per request.
 #[derive(Debug, Clone, Default)]
@@ -48,7 +43,7 @@ pub struct OpenCodeState {
 /// identity (mtime, size, inode) changes, which is cheap per request.
 struct Cached {
     stamp: Option<Stamp>,
-    result: Result<Vec<Workspace>, String>,
+    result: Result<WorkspaceList, String>,
 }
 
 pub struct Shared {
@@ -58,7 +53,7 @@ pub struct Shared {
     pub opencode: RwLock<OpenCodeState>,
     pub store: Store,
     cached: Mutex<Option<Cached>>,
-    client: reqwest::Client,
+    pub(super) client: reqwest::Client,
     pub logger: Logger,
 }
 
@@ -102,7 +97,7 @@ impl Shared {
     }
 
     /// The current workspace list (re-read if the file changed).
-    fn workspaces(&self) -> Result<Vec<Workspace>, String> {
+    fn workspace_list(&self) -> Result<WorkspaceList, String> {
         let stamp = self.store.stamp().map_err(|e| e.to_string())?;
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = cached
@@ -111,7 +106,7 @@ impl Shared {
         {
             return c.result.clone();
         }
-        let result = self.store.load().map_err(|e| e.to_string());
+        let result = self.store.load_list().map_err(|e| e.to_string());
         *cached = Some(Cached {
             stamp,
             result: result.clone(),
@@ -119,40 +114,71 @@ impl Shared {
         result
     }
 
-    fn workspace(&self, id: &str) -> Result<Workspace, ApiError> {
-        let list = self.workspaces().map_err(|message| ApiError {
+    fn listed(&self) -> Result<WorkspaceList, ApiError> {
+        self.workspace_list().map_err(|message| ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "state_error",
             message,
-        })?;
-        list.into_iter().find(|w| w.id == id).ok_or_else(|| {
+        })
+    }
+
+    pub(super) fn workspace(&self, id: &str) -> Result<Workspace, ApiError> {
+        let list = self.listed()?;
+        list.workspaces
+            .into_iter()
+            .find(|w| w.id == id)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "workspace_not_found",
+                    &format!("unknown workspace id {id}; GET /workspaces lists them"),
+                )
+            })
+    }
+
+    /// The workspace a request that names none goes to.
+    pub(super) fn active_workspace(&self) -> Result<Workspace, ApiError> {
+        crate::host::workspaces::active_of(&self.listed()?).ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                "workspace_not_found",
-                &format!("unknown workspace id {id}; GET /workspaces lists them"),
+                "no_active_workspace",
+                "no active workspace: name one with /w/{id}/… or choose one with `openwrk workspace switch ID` (POST /workspaces/{id}/activate)",
             )
         })
     }
 
-    /// OpenCode's base URL when it serves requests, else a 503 to return.
-    fn upstream(&self) -> Result<String, ApiError> {
+    /// OpenCode's base URL when it serves requests, else a 503 that says
+    /// whether it is starting or which restart is under way.
+    pub(super) fn upstream(&self) -> Result<String, ApiError> {
         let oc = self.opencode();
         match (oc.serving, oc.url) {
             (true, Some(url)) => Ok(url),
-            _ => Err(ApiError::new(
+            _ if oc.restarts == 0 => Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "opencode_unavailable",
-                &format!(
-                    "OpenCode is not serving right now (restarts so far: {}); try again shortly",
-                    oc.restarts
-                ),
+                "OpenCode is starting; try again shortly",
             )),
+            _ => {
+                let after = oc
+                    .last_exit
+                    .as_ref()
+                    .map(|e| format!(" after it exited ({})", e.status))
+                    .unwrap_or_default();
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "opencode_unavailable",
+                    &format!(
+                        "OpenCode is restarting{after} (restart {}); try again shortly",
+                        oc.restarts
+                    ),
+                ))
+            }
         }
     }
 }
 
 /// `{"code","message"}` with a status, like the OpenWork server's errors.
-struct ApiError {
+pub(super) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -175,11 +201,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn error(status: StatusCode, code: &'static str, message: &str) -> Response {
+pub(super) fn error(status: StatusCode, code: &'static str, message: &str) -> Response {
     ApiError::new(status, code, message).into_response()
 }
 
-fn state_error(message: String) -> Response {
+pub(super) fn state_error(message: String) -> Response {
     error(StatusCode::INTERNAL_SERVER_ERROR, "state_error", &message)
 }
 
@@ -198,14 +224,16 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route("/workspaces", get(list).post(add))
         .route("/workspaces/{id}", axum::routing::delete(remove))
         .route("/workspaces/{id}/dispose", post(dispose))
-        .route("/w/{id}", any(proxy))
-        .route("/w/{id}/", any(proxy))
-        .route("/w/{id}/{*rest}", any(proxy))
-        .route_layer(middleware::from_fn_with_state(shared.clone(), bearer));
+        .route("/workspaces/{id}/activate", post(activate))
+        .route("/w/{id}", any(proxy::by_id))
+        .route("/w/{id}/", any(proxy::by_id))
+        .route("/w/{id}/{*rest}", any(proxy::by_id))
+        // A request that names no workspace goes to the active one.
+        .fallback(proxy::active)
+        .layer(middleware::from_fn_with_state(shared.clone(), bearer));
     Router::new()
         .route("/health", get(health))
         .merge(guarded)
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(shared)
 }
 
@@ -248,19 +276,33 @@ async fn health(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
 }
 
 async fn list(State(s): State<Arc<Shared>>) -> Response {
-    match s.workspaces() {
-        Ok(workspaces) => Json(json!({ "workspaces": workspaces })).into_response(),
+    match s.workspace_list() {
+        // `activeId` only when one is set, as in workspaces.json.
+        Ok(l) => Json(l).into_response(),
         Err(e) => state_error(e),
+    }
+}
+
+/// `POST /workspaces/{id}/activate`: what `openwrk workspace switch` does.
+async fn activate(State(s): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) -> Response {
+    let store = s.store.clone();
+    match tokio::task::spawn_blocking(move || store.switch(&id)).await {
+        Ok(Ok(w)) => Json(json!({ "activeId": w.id, "workspace": w })).into_response(),
+        Ok(Err(e)) => workspace_error(e),
+        Err(e) => state_error(e.to_string()),
     }
 }
 
 #[derive(Deserialize)]
 struct AddBody {
     path: PathBuf,
+    /// A display name, as upstream's `workspace add --name`.
+    #[serde(default)]
+    name: Option<String>,
 }
 
 async fn add(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
-    let Ok(AddBody { path }) = serde_json::from_slice::<AddBody>(&body) else {
+    let Ok(AddBody { path, name }) = serde_json::from_slice::<AddBody>(&body) else {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -276,7 +318,7 @@ async fn add(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response 
         );
     }
     let store = s.store.clone();
-    match tokio::task::spawn_blocking(move || store.add(&path)).await {
+    match tokio::task::spawn_blocking(move || store.add_named(&path, name.as_deref())).await {
         Ok(Ok((w, true))) => (StatusCode::CREATED, Json(w)).into_response(),
         Ok(Ok((w, false))) => (StatusCode::OK, Json(w)).into_response(),
         Ok(Err(e)) => workspace_error(e),
@@ -323,175 +365,6 @@ async fn dispose(State(s): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) -> 
     }
 }
 
-fn unreachable_upstream(e: &reqwest::Error) -> Response {
-    error(
-        StatusCode::BAD_GATEWAY,
-        "opencode_unreachable",
-        &format!("OpenCode did not answer: {}", crate::error_chain(e)),
-    )
-}
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1);
-/// never forwarded by a proxy.
-fn hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
-}
-
-/// An upstream response as ours, its body streamed as it arrives.
-fn relay(upstream: reqwest::Response) -> Response {
-    let mut response = Response::builder().status(upstream.status().as_u16());
-    if let Some(headers) = response.headers_mut() {
-        for (k, v) in upstream.headers() {
-            if !hop_by_hop(k) {
-                headers.append(k.clone(), v.clone());
-            }
-        }
-    }
-    let body = Body::from_stream(upstream.bytes_stream());
-    response
-        .body(body)
-        .unwrap_or_else(|e| state_error(e.to_string()))
-}
-
-/// `ANY /w/{id}/{rest}` → OpenCode `/{rest}` with `directory=<path>`.
-async fn proxy(State(s): State<Arc<Shared>>, req: Request) -> Response {
-    let started = Instant::now();
-    // The raw (still percent-encoded) path, so `rest` reaches OpenCode unchanged.
-    let raw = req.uri().path().strip_prefix("/w/").unwrap_or_default();
-    let (id, rest) = raw.split_once('/').unwrap_or((raw, ""));
-    let (id, rest) = (id.to_string(), rest.to_string());
-    let (workspace, base) = match s.workspace(&id).and_then(|w| Ok((w, s.upstream()?))) {
-        Ok(found) => found,
-        Err(e) => return e.into_response(),
-    };
-    let url = format!(
-        "{base}/{rest}?{}",
-        with_directory(req.uri().query(), &workspace.path.to_string_lossy())
-    );
-    let method = req.method().clone();
-    let mut headers = HeaderMap::new();
-    for (k, v) in req.headers() {
-        // The daemon's bearer token stays here; OpenCode gets its basic auth.
-        let ours = matches!(
-            k.as_str(),
-            "host" | "authorization" | "x-opencode-directory"
-        );
-        if !ours && !hop_by_hop(k) {
-            headers.append(k.clone(), v.clone());
-        }
-    }
-    if let Ok(v) = HeaderValue::from_str(&s.opencode_auth) {
-        headers.insert(header::AUTHORIZATION, v);
-    }
-    let has_body = has_body(req.headers(), &method);
-    let mut upstream = s.client.request(method.clone(), &url).headers(headers);
-    if has_body {
-        let stream = req
-            .into_body()
-            .into_data_stream()
-            .map_err(std::io::Error::other);
-        upstream = upstream.body(reqwest::Body::wrap_stream(stream));
-    }
-    let answer = upstream.send().await;
-    let log_line = |status: String| {
-        s.logger.debug(&format!(
-            "{method} /w/{id}/{rest} -> {status} ({} ms)",
-            started.elapsed().as_millis()
-        ))
-    };
-    match answer {
-        Ok(r) => {
-            log_line(r.status().as_u16().to_string());
-            relay(r)
-        }
-        Err(e) => {
-            log_line(format!("error: {}", crate::error_chain(&e)));
-            unreachable_upstream(&e)
-        }
-    }
-}
-
-/// Whether a request carries a body to forward: a length above zero or a
-/// chunked transfer. A GET without one must not turn into a chunked request.
-fn has_body(headers: &HeaderMap, method: &Method) -> bool {
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match length {
-        Some(n) => n > 0,
-        None => headers.contains_key(header::TRANSFER_ENCODING) && method != Method::HEAD,
-    }
-}
-
-/// The client's query without its own `directory`, plus the workspace's.
-/// Keys are compared decoded (`dir%65ctory` is `directory` to OpenCode), so a
-/// client cannot smuggle in another workspace.
-fn with_directory(query: Option<&str>, directory: &str) -> String {
-    let mut parts: Vec<&str> = query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty() && !names_directory(p.split('=').next().unwrap_or_default()))
-        .collect();
-    let ours = format!("directory={}", encode_query_value(directory));
-    parts.push(&ours);
-    parts.join("&")
-}
-
-/// Whether a raw query key decodes to `directory` (any case, `+` as space,
-/// surrounding spaces ignored): erring towards stripping is safe.
-fn names_directory(raw_key: &str) -> bool {
-    let plus_as_space = raw_key.replace('+', " ");
-    let bytes = plus_as_space.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied(),
-            bytes.get(i + 2).copied(),
-        ) {
-            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
-                decoded.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                decoded.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&decoded)
-        .trim()
-        .eq_ignore_ascii_case("directory")
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters and `/`, so
-/// any decoder (with or without `+` as space) reads the path back exactly.
-pub fn encode_query_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Serves `app` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -512,44 +385,6 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_workspace_directory_replaces_the_clients() {
-        assert_eq!(
-            with_directory(Some("a=1&directory=/etc&b=x%20y"), "/home/me/my proj+1"),
-            "a=1&b=x%20y&directory=/home/me/my%20proj%2B1"
-        );
-        assert_eq!(with_directory(None, "/w"), "directory=/w");
-        // Encoded spellings of the key are the same key to OpenCode.
-        assert_eq!(
-            with_directory(
-                Some("dir%65ctory=/etc&%64irectory=/x&Directory=/y&directory+=/z&directory"),
-                "/w"
-            ),
-            "directory=/w"
-        );
-        assert_eq!(
-            with_directory(Some("directoryx=1&dir=2"), "/w"),
-            "directoryx=1&dir=2&directory=/w"
-        );
-        assert_eq!(encode_query_value("/a/ä&b"), "/a/%C3%A4%26b");
-    }
-
-    #[test]
-    fn bodies_are_forwarded_only_when_present() {
-        let mut h = HeaderMap::new();
-        assert!(!has_body(&h, &Method::GET));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        assert!(!has_body(&h, &Method::POST));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
-        assert!(has_body(&h, &Method::POST));
-        let mut chunked = HeaderMap::new();
-        chunked.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        assert!(has_body(&chunked, &Method::POST));
-    }
 
     #[test]
     fn tokens_compare_by_content() {

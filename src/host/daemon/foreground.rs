@@ -61,6 +61,18 @@ fn bind(config: &DaemonConfig) -> Result<tokio::net::TcpListener, HostError> {
     tokio::net::TcpListener::from_std(listener).map_err(fail)
 }
 
+/// `--opencode-workdir`, which must be a directory, else the data dir.
+pub(super) fn opencode_workdir(config: &DaemonConfig) -> Result<PathBuf, HostError> {
+    match &config.opencode_workdir {
+        None => Ok(config.data_dir.clone()),
+        Some(dir) if dir.is_dir() => Ok(std::path::absolute(dir).unwrap_or_else(|_| dir.clone())),
+        Some(dir) => Err(HostError::Usage(format!(
+            "--opencode-workdir {} is not an existing directory\nhint: pass a directory that exists, or omit it to use the data dir",
+            dir.display()
+        ))),
+    }
+}
+
 /// `daemon run` / `daemon start --foreground`: the daemon itself (also what
 /// the background re-exec runs). `started` is told once it is ready, unless
 /// it runs in the background (its output is a log file then).
@@ -72,6 +84,7 @@ pub async fn run(
 ) -> Result<i32, HostError> {
     let data_dir = config.data_dir.clone();
     let run_id = config.run_id.as_str();
+    let workdir = opencode_workdir(config)?;
     let _lock = acquire_lock(&data_dir).await?;
     let token = load_or_create_token(&data_dir)?;
     let listener = bind(config)?;
@@ -113,8 +126,9 @@ pub async fn run(
     let keeper = Keeper {
         binary: Mutex::new(binary),
         resolver,
-        // OpenCode needs a working directory; every request names its own.
-        cwd: data_dir.clone(),
+        data_dir: data_dir.clone(),
+        workdir,
+        settings: config.opencode.clone(),
         run_id: run_id.to_string(),
         password,
         timeout: config.startup_timeout,
@@ -240,13 +254,26 @@ pub async fn run(
                 });
                 let old = child.pid;
                 // Restart until one start succeeds, backing off between attempts.
+                // A restart counts from the moment it is scheduled, so /health
+                // and the 503s of the proxy name the restart under way.
+                let mut attempt = 0u32;
                 loop {
                     let delay = restart_delay(failures);
                     failures += 1;
-                    logger.warn(&format!(
-                        "opencode (pid {old}) exited ({exit}); restarting it in {:.1} s",
-                        delay.as_secs_f64()
-                    ));
+                    attempt += 1;
+                    shared.update_opencode(|s| s.restarts += 1);
+                    let n = shared.opencode().restarts;
+                    if attempt == 1 {
+                        logger.warn(&format!(
+                            "opencode (pid {old}) exited ({exit}); restart {n} in {:.1} s",
+                            delay.as_secs_f64()
+                        ));
+                    } else {
+                        logger.warn(&format!(
+                            "opencode did not come back; restart {n} in {:.1} s",
+                            delay.as_secs_f64()
+                        ));
+                    }
                     write(&shared);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -255,7 +282,6 @@ pub async fn run(
                             break 'run Ok(0);
                         }
                     }
-                    shared.update_opencode(|s| s.restarts += 1);
                     let restarted = tokio::select! {
                         r = keeper.start() => r,
                         (_, name) = signals.recv() => {

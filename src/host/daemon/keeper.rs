@@ -50,7 +50,13 @@ pub(super) struct Keeper {
     pub binary: Mutex<Resolved>,
     /// To resolve OpenCode again when the verified binary changed on disk.
     pub resolver: Resolver,
-    pub cwd: PathBuf,
+    /// The data dir: what the sandbox must never expose.
+    pub data_dir: PathBuf,
+    /// OpenCode's working directory (`--opencode-workdir`, else the data
+    /// dir); every request names its own workspace anyway.
+    pub workdir: PathBuf,
+    /// Log level and hot reload, as for `start`.
+    pub settings: crate::host::opencode::OpenCodeSettings,
     pub run_id: String,
     pub password: String,
     pub timeout: Duration,
@@ -94,38 +100,33 @@ impl Keeper {
         let spec = Spec {
             name: OPENCODE,
             binary: binary.path.clone(),
-            args: [
-                "serve",
-                "--hostname",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                // Without it OpenCode logs only to a file.
-                "--print-logs",
-                "--log-level",
-                "INFO",
-            ]
-            .into_iter()
-            .map(Into::into)
-            .collect(),
-            env: vec![
+            args: self
+                .settings
+                .serve_args("127.0.0.1", port)
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            env: [
                 ("OPENWRK_RUN_ID".into(), self.run_id.clone()),
                 ("OPENCODE_SERVER_USERNAME".into(), OPENCODE_USERNAME.into()),
                 ("OPENCODE_SERVER_PASSWORD".into(), self.password.clone()),
-            ],
+            ]
+            .into_iter()
+            .chain(self.settings.env())
+            .collect(),
             env_remove: HIDDEN_FROM_OPENCODE
                 .iter()
                 .chain(crate::host::supervise::NEVER_INHERITED)
                 .map(|s| s.to_string())
                 .collect(),
-            cwd: self.cwd.clone(),
+            cwd: self.workdir.clone(),
         };
         // Sandbox mode (SPEC §5.9): inside, with every registered workspace mounted.
         match &self.sandbox {
             Some(sb) => sb.wrap_daemon(
                 spec,
                 &self.shared.store,
-                &self.cwd,
+                &self.data_dir,
                 &self.mounted,
                 &self.logger,
             ),
@@ -137,7 +138,7 @@ impl Keeper {
     /// sandboxed OpenCode mounts; never without a sandbox.
     pub(super) async fn sandbox_changed(&self) {
         crate::host::sandbox::workspaces_changed(self.sandbox.is_some(), &self.mounted, || {
-            crate::host::sandbox::daemon_workspaces(&self.shared.store, &self.cwd, None)
+            crate::host::sandbox::daemon_workspaces(&self.shared.store, &self.data_dir, None)
         })
         .await
     }

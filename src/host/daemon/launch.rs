@@ -44,6 +44,7 @@ pub async fn launch(
     if let Some(r) = other_daemon(data_dir, config.startup_timeout).await? {
         return already(r);
     }
+    super::foreground::opencode_workdir(config)?;
     // Resolve here, so downloads show progress and bad flags fail in this terminal.
     resolve_opencode(resolver, logger).await?;
     let log = log_path(data_dir);
@@ -57,6 +58,7 @@ pub async fn launch(
     cmd.args(std::env::args_os().skip(1))
         .arg("--foreground")
         .env(LOG_ENV, &log)
+        .env("OPENWRK_RUN_ID", &config.run_id)
         .stdin(std::process::Stdio::null())
         .stdout(out)
         .stderr(file);
@@ -83,10 +85,15 @@ pub async fn launch(
                 crate::host::process::describe_exit(status),
                 log.display()
             );
-            for line in crate::fsutil::tail_lines(&log, 30) {
+            let tail = crate::fsutil::tail_lines(&log, 30);
+            for line in &tail {
                 message.push_str(&format!("    {line}\n"));
             }
-            message.push_str("hint: the log lines above say why");
+            message.push_str(if tail.is_empty() {
+                "hint: it logged nothing; `openwrk daemon run` runs it in this terminal"
+            } else {
+                "hint: the log lines above say why"
+            });
             return Err(HostError::Background {
                 message,
                 code: status.code().filter(|c| *c != 0).unwrap_or(1),

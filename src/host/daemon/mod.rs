@@ -10,6 +10,7 @@ mod files;
 mod foreground;
 mod keeper;
 mod launch;
+mod proxy;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +20,7 @@ pub use control::{dispose, status, stop, Disposed, Status, Stopped};
 pub use files::*;
 pub use foreground::run as run_foreground;
 pub use launch::{launch, Launched};
+pub use proxy::encode_query_value;
 
 /// Set by `daemon start` for the background daemon: where its output goes.
 const LOG_ENV: &str = "OPENWRK_DAEMON_LOG";
@@ -37,6 +39,10 @@ pub struct DaemonConfig {
     pub run_id: String,
     /// Sandbox mode (SPEC §5.9) for its OpenCode.
     pub sandbox: crate::host::sandbox::SandboxArgs,
+    /// OpenCode's log level and hot reload.
+    pub opencode: crate::host::opencode::OpenCodeSettings,
+    /// OpenCode's working directory; `None`: the data dir.
+    pub opencode_workdir: Option<PathBuf>,
 }
 
 /// The host of a URL that reaches `host` from this machine.

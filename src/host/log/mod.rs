@@ -10,6 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 
 pub mod diagnostics;
+mod parse;
+
+pub use parse::{is_health_request, parse_line, Parsed};
 
 /// How records are written (SPEC §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +31,10 @@ pub enum Color {
 
 /// The component name of openwrk's own records.
 pub const OPENWRK: &str = "openwrk";
+/// The sidecars, as components of the log.
+const SIDECARS: [&str; 3] = ["opencode", "openwork-server", "owpenbot"];
+/// The attribute naming the sidecar one of openwrk's own records is about.
+pub const SIDECAR_ATTRIBUTE: &str = "sidecar";
 /// Lines kept per component for failure reports.
 pub const TAIL_LINES: usize = 20;
 const REDACTED: &str = "***";
@@ -107,179 +114,6 @@ impl Severity {
     }
 }
 
-/// What a child line says once parsed: structured lines keep their fields.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Parsed {
-    pub severity: Severity,
-    pub body: String,
-    pub attributes: Map<String, Value>,
-    /// The child's own timestamp, when it gave one.
-    pub time_ns: Option<u128>,
-}
-
-/// Parses a child's line: a JSON object (pino), logfmt with a `level`
-/// (OpenCode), or plain text.
-pub fn parse_line(line: &str) -> Parsed {
-    let trimmed = line.trim();
-    if trimmed.starts_with('{') {
-        if let Some(p) = parse_json(trimmed) {
-            return p;
-        }
-    }
-    if let Some(p) = parse_logfmt(trimmed) {
-        return p;
-    }
-    Parsed {
-        severity: guess_severity(trimmed),
-        body: line.trim_end().to_string(),
-        attributes: Map::new(),
-        time_ns: None,
-    }
-}
-
-/// Plain lines are INFO unless they announce themselves as errors or warnings.
-fn guess_severity(line: &str) -> Severity {
-    let lower = line.to_ascii_lowercase();
-    let head = lower.split_once(": ").map_or(lower.as_str(), |(a, b)| {
-        if a.contains(' ') {
-            lower.as_str()
-        } else {
-            b
-        }
-    });
-    if head.starts_with("error") || lower.starts_with("error") || lower.contains(" error:") {
-        Severity::Error
-    } else if head.starts_with("warn") || lower.starts_with("warn") {
-        Severity::Warn
-    } else {
-        Severity::Info
-    }
-}
-
-fn parse_json(line: &str) -> Option<Parsed> {
-    let Value::Object(mut map) = serde_json::from_str::<Value>(line).ok()? else {
-        return None;
-    };
-    let severity = match map.remove("level") {
-        Some(Value::Number(n)) => n.as_u64().map(Severity::from_pino),
-        Some(Value::String(s)) => Severity::from_name(&s),
-        _ => None,
-    }
-    .unwrap_or(Severity::Info);
-    let body = ["msg", "message"]
-        .iter()
-        .find_map(|k| map.remove(*k))
-        .map(|v| match v {
-            Value::String(s) => s,
-            other => other.to_string(),
-        })
-        .unwrap_or_default();
-    let time_ns = match map.remove("time") {
-        Some(Value::Number(n)) => n.as_u64().map(|ms| u128::from(ms) * 1_000_000),
-        Some(Value::String(s)) => rfc3339_ns(&s),
-        _ => None,
-    };
-    Some(Parsed {
-        severity,
-        body,
-        attributes: map,
-        time_ns,
-    })
-}
-
-fn rfc3339_ns(s: &str) -> Option<u128> {
-    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
-    u128::try_from(t.timestamp_nanos_opt()?).ok()
-}
-
-/// `key=value key2="quoted value"` pairs; the line counts as logfmt only if
-/// every token is a pair and one of them is `level`.
-fn parse_logfmt(line: &str) -> Option<Parsed> {
-    let pairs = logfmt_pairs(line)?;
-    if !pairs.iter().any(|(k, _)| k == "level") {
-        return None;
-    }
-    let mut parsed = Parsed {
-        severity: Severity::Info,
-        body: String::new(),
-        attributes: Map::new(),
-        time_ns: None,
-    };
-    for (k, v) in pairs {
-        match k.as_str() {
-            "level" => parsed.severity = Severity::from_name(&v).unwrap_or(Severity::Info),
-            "message" | "msg" => parsed.body = v,
-            "timestamp" | "time" | "ts" => {
-                parsed.time_ns = rfc3339_ns(&v);
-                if parsed.time_ns.is_none() {
-                    parsed.attributes.insert(k, Value::String(v));
-                }
-            }
-            _ => {
-                parsed.attributes.insert(k, Value::String(v));
-            }
-        }
-    }
-    Some(parsed)
-}
-
-fn logfmt_pairs(line: &str) -> Option<Vec<(String, String)>> {
-    let mut pairs = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.peek().is_none() {
-            break;
-        }
-        let mut key = String::new();
-        while let Some(&c) = chars.peek() {
-            if c == '=' || c.is_whitespace() {
-                break;
-            }
-            key.push(c);
-            chars.next();
-        }
-        if key.is_empty() || chars.next() != Some('=') {
-            return None;
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            let mut closed = false;
-            while let Some(c) = chars.next() {
-                match c {
-                    '"' => {
-                        closed = true;
-                        break;
-                    }
-                    '\\' => match chars.next() {
-                        Some('n') => value.push('\n'),
-                        Some('t') => value.push('\t'),
-                        Some(other) => value.push(other),
-                        None => return None,
-                    },
-                    c => value.push(c),
-                }
-            }
-            if !closed {
-                return None;
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                value.push(c);
-                chars.next();
-            }
-        }
-        pairs.push((key, value));
-    }
-    (!pairs.is_empty()).then_some(pairs)
-}
-
 /// Replaces every occurrence of each secret with `***`, longest first so a
 /// secret that contains another is hidden whole.
 pub fn redact(text: &str, secrets: &[String]) -> String {
@@ -315,7 +149,7 @@ fn now_ns() -> u128 {
 /// Attributes shown after the message in pretty output; the rest repeat what
 /// the line already says.
 fn shown_in_pretty(key: &str) -> bool {
-    !matches!(key, "pid" | "hostname" | "name" | "v")
+    !matches!(key, "pid" | "hostname" | "name" | "v" | SIDECAR_ATTRIBUTE)
 }
 
 fn component_color(component: &str) -> &'static str {
@@ -493,14 +327,23 @@ impl Logger {
         redact(text, &secrets)
     }
 
-    /// A line a child printed.
+    /// A line a child printed. Its request lines for openwrk's own health
+    /// probes are left out (shown as DEBUG with --verbose): once everything
+    /// runs they would be most of the log.
     pub fn child_line(&self, component: &str, pid: u32, stream: Stream, raw: &str) {
         let parsed = parse_line(&self.redact(raw));
+        let mut severity = parsed.severity;
+        if is_health_request(component, &parsed) {
+            if !self.0.settings.verbose {
+                return;
+            }
+            severity = Severity::Debug;
+        }
         let observed = now_ns();
         self.emit(Record {
             time_ns: parsed.time_ns.unwrap_or(observed),
             observed_ns: observed,
-            severity: parsed.severity,
+            severity,
             body: parsed.body,
             attributes: parsed.attributes,
             component: component.to_string(),
@@ -509,10 +352,26 @@ impl Logger {
         });
     }
 
-    /// One of openwrk's own messages.
+    /// One of openwrk's own messages; one that starts with a sidecar's name
+    /// ("opencode is healthy …") is about that sidecar.
     pub fn log(&self, severity: Severity, message: &str) {
+        let about = SIDECARS.into_iter().find(|name| {
+            message
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', ':']))
+        });
+        self.log_about(severity, about, message);
+    }
+
+    /// One of openwrk's own messages about a sidecar: its name goes into the
+    /// record's `sidecar` attribute, so JSON consumers can filter by it.
+    pub fn log_about(&self, severity: Severity, sidecar: Option<&str>, message: &str) {
         if severity < Severity::Info && !self.0.settings.verbose {
             return;
+        }
+        let mut attributes = Map::new();
+        if let Some(name) = sidecar {
+            attributes.insert(SIDECAR_ATTRIBUTE.into(), Value::String(name.into()));
         }
         let now = now_ns();
         self.emit(Record {
@@ -520,7 +379,7 @@ impl Logger {
             observed_ns: now,
             severity,
             body: self.redact(message),
-            attributes: Map::new(),
+            attributes,
             component: OPENWRK.into(),
             pid: std::process::id(),
             stream: None,
@@ -601,45 +460,6 @@ fn secrets_from_env() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pino_json_lines_map_level_message_and_time() {
-        let p = parse_line(
-            r#"{"level":40,"time":1700000000123,"pid":7,"name":"owpenbot","msg":"no channel"}"#,
-        );
-        assert_eq!(p.severity, Severity::Warn);
-        assert_eq!(p.body, "no channel");
-        assert_eq!(p.time_ns, Some(1_700_000_000_123_000_000));
-        assert_eq!(p.attributes["pid"], 7);
-        assert!(!p.attributes.contains_key("msg"));
-    }
-
-    #[test]
-    fn opencode_logfmt_lines_are_structured() {
-        let p = parse_line(
-            r#"timestamp=2023-11-14T22:13:20.500Z level=WARN run=12 message="server listening" url=http://127.0.0.1:1 path="/a b""#,
-        );
-        assert_eq!(p.severity, Severity::Warn);
-        assert_eq!(p.body, "server listening");
-        assert_eq!(p.time_ns, Some(1_700_000_000_500_000_000));
-        assert_eq!(p.attributes["url"], "http://127.0.0.1:1");
-        assert_eq!(p.attributes["path"], "/a b");
-        assert_eq!(p.attributes["run"], "12");
-    }
-
-    #[test]
-    fn plain_lines_stay_plain() {
-        let p = parse_line("GET /health 200 1ms");
-        assert_eq!(p.severity, Severity::Info);
-        assert_eq!(p.body, "GET /health 200 1ms");
-        assert!(p.attributes.is_empty());
-        assert_eq!(
-            parse_line("standin: error: cannot listen").severity,
-            Severity::Error
-        );
-        assert_eq!(parse_line("a=b c").severity, Severity::Info);
-        assert_eq!(parse_line("{not json").body, "{not json");
-    }
 
     #[test]
     fn secrets_are_redacted_longest_first() {

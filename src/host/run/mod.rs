@@ -62,6 +62,8 @@ pub struct Options {
     pub check_events: bool,
     /// Sandbox mode (SPEC §5.9).
     pub sandbox: crate::host::sandbox::SandboxArgs,
+    /// OpenCode's log level and hot reload.
+    pub opencode: crate::host::opencode::OpenCodeSettings,
 }
 
 /// How the OpenWork server treats write requests.

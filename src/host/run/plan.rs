@@ -139,17 +139,10 @@ impl Plan {
     }
 
     pub fn opencode_spec(&self) -> Spec {
-        let mut args = vec![
-            "serve".to_string(),
-            "--hostname".into(),
-            self.opencode.host.clone(),
-            "--port".into(),
-            self.opencode.port.to_string(),
-            // Without it OpenCode logs only to a file.
-            "--print-logs".into(),
-            "--log-level".into(),
-            "INFO".into(),
-        ];
+        let mut args = self
+            .options
+            .opencode
+            .serve_args(&self.opencode.host, self.opencode.port);
         for origin in &self.options.cors {
             args.push("--cors".into());
             args.push(origin.clone());
@@ -165,6 +158,7 @@ impl Plan {
                 self.creds.opencode_password.clone(),
             ),
         ]);
+        spec.env.extend(self.options.opencode.env());
         // Sandbox mode (SPEC §5.9): the same spec, run inside the sandbox.
         match &self.sandbox {
             Some(sb) => sb.wrap(spec, std::slice::from_ref(&self.workspace), &self.workspace),
@@ -291,6 +285,12 @@ pub async fn prepare(
         ("--openwork-port", "OPENWRK_OPENWORK_PORT"),
         &mut reserved,
     )?;
+    if args.openwork_port.is_none() && openwork.port != DEFAULT_OPENWORK_PORT {
+        logger.warn(&format!(
+            "openwork-server: port {DEFAULT_OPENWORK_PORT} is in use, so it listens on port {} instead (pass --openwork-port to choose one)",
+            openwork.port
+        ));
+    }
     let owpenbot_port = if args.no_owpenbot {
         None
     } else {
@@ -505,6 +505,12 @@ mod tests {
             check: false,
             check_events: false,
             sandbox: Default::default(),
+            opencode: crate::host::opencode::OpenCodeSettings {
+                log_level: "WARN".into(),
+                hot_reload: false,
+                hot_reload_debounce_ms: 800,
+                hot_reload_cooldown_ms: 2000,
+            },
         };
         Plan {
             run_id: "run-1".into(),
@@ -552,9 +558,18 @@ mod tests {
         let oc = p.opencode_spec();
         assert_eq!(
             argv(&oc).join(" "),
-            "serve --hostname 0.0.0.0 --port 4096 --print-logs --log-level INFO --cors https://a.example --cors https://b.example"
+            "serve --hostname 0.0.0.0 --port 4096 --print-logs --log-level WARN --cors https://a.example --cors https://b.example"
         );
         assert_eq!(env(&oc, "OPENCODE_SERVER_PASSWORD").as_deref(), Some("pw"));
+        assert_eq!(env(&oc, "OPENCODE_HOT_RELOAD").as_deref(), Some("0"));
+        assert_eq!(
+            env(&oc, "OPENCODE_HOT_RELOAD_DEBOUNCE_MS").as_deref(),
+            Some("800")
+        );
+        assert_eq!(
+            env(&oc, "OPENCODE_HOT_RELOAD_COOLDOWN_MS").as_deref(),
+            Some("2000")
+        );
         assert_eq!(env(&oc, "OPENWRK_RUN_ID").as_deref(), Some("run-1"));
         let ow = p.openwork_spec();
         assert_eq!(

@@ -9,7 +9,7 @@ use super::startup::{startup, Children, Ready};
 use super::{Role, RunConfig, RunOutput};
 use crate::host::health;
 use crate::host::log::Logger;
-use crate::host::readiness::child_report;
+use crate::host::readiness::{child_report, exit_hint};
 use crate::host::signals::Signals;
 use crate::host::supervise::Child;
 use crate::host::HostError;
@@ -156,9 +156,10 @@ async fn monitor(
                     watched.retain(|c| !Arc::ptr_eq(c, &child));
                     continue;
                 }
+                // Reported once, as the error; not also as a log line.
                 let headline = format!("{} (pid {}) exited ({exit}); stopped everything", child.name, child.pid);
-                logger.error(&headline);
-                return Err(HostError::Runtime(child_report(&headline, &child, logger, "see its log lines above; run again with --verbose for more detail").await));
+                let hint = |printed| exit_hint(exit, printed);
+                return Err(HostError::Runtime(child_report(&headline, &child, logger, &hint).await));
             }
         }
     }

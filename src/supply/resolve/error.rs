@@ -16,7 +16,7 @@ pub enum ResolveError {
         url: String,
         status: u16,
     },
-    #[error("could not fetch the sidecar manifest {url}: {cause}\nhint: check the network, or pass --sidecar-manifest with a local file or --sidecar-base-url with a reachable mirror")]
+    #[error("could not fetch the sidecar manifest {url}: {cause}\nhint: a first start needs this manifest (later starts use the cached copy). Offline or behind a firewall, pass --sidecar-base-url URL (a mirror serving a dist/ directory) or --sidecar-manifest FILE; OpenCode can also come from --opencode-bin PATH or --opencode-source external (its name on PATH)")]
     ManifestUnreachable { url: String, cause: String },
     #[error("{what} {value} has the scheme {scheme}\nhint: give an https:// URL (http:// only for a loopback host such as 127.0.0.1), a file:// URL or a local path")]
     BadUrl {

@@ -246,12 +246,29 @@ impl Resolver {
             }
             Err(e) => Err(ResolveError::ManifestUnreachable {
                 url: crate::sanitize::strip_userinfo(url),
-                cause: e.to_string().lines().next().unwrap_or_default().to_string(),
+                cause: unreachable_cause(&e, url),
             }),
         };
         let _ = std::fs::remove_file(&fetched);
         bytes
     }
+}
+
+/// Why the manifest could not be fetched, without its URL: the error names
+/// it once, and HTTP client errors repeat the URL in their own text.
+fn unreachable_cause(e: &DownloadError, url: &str) -> String {
+    let text = match e {
+        DownloadError::Connect {
+            cause, attempts, ..
+        } => format!("{cause} (after {attempts} attempts)"),
+        other => other.to_string(),
+    };
+    let first = text.lines().next().unwrap_or_default();
+    first
+        .replace(&format!(" for url ({url})"), "")
+        .replace(&format!("could not reach {url}: "), "")
+        .replace(&format!("{url} "), "")
+        .replace(url, "the manifest")
 }
 
 /// Manifests and signatures are small; an endless body is cut off here.

@@ -1,5 +1,8 @@
 //! Stand-in for `opencode serve` (SPEC §7): basic auth, `/global/health`,
 //! `/event` (SSE), `/instance/dispose` and the directories it was asked about.
+//! What it was started with (arguments, working directory, the settings
+//! openwrk passes in the environment) is at `GET /_standin/launch` and, when
+//! `STANDIN_LAUNCH_FILE` names a file, written there as JSON at start.
 
 #[path = "../standin.rs"]
 mod standin;
@@ -97,7 +100,14 @@ async fn main() {
     let port = args.port("port", 4096);
     let cors = args.values("cors").join(",");
 
+    let launch = launch_report();
+    if let Some(path) = std::env::var_os("STANDIN_LAUNCH_FILE").filter(|p| !p.is_empty()) {
+        if let Err(e) = std::fs::write(&path, launch.to_string()) {
+            eprintln!("{NAME}: cannot write STANDIN_LAUNCH_FILE: {e}");
+        }
+    }
     let router = Router::new()
+        .route("/_standin/launch", get(move || async move { Json(launch) }))
         .route("/global/health", get(health))
         .route("/event", get(event))
         .route("/instance/dispose", post(dispose))
@@ -136,6 +146,20 @@ async fn main() {
     })
     .await;
     std::process::exit(code);
+}
+
+/// Arguments, working directory and the settings openwrk hands over in the
+/// environment (never the password).
+fn launch_report() -> serde_json::Value {
+    let env: serde_json::Map<String, serde_json::Value> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("OPENCODE_HOT_RELOAD") || k == "OPENWRK_RUN_ID")
+        .map(|(k, v)| (k, v.into()))
+        .collect();
+    serde_json::json!({
+        "args": std::env::args().skip(1).collect::<Vec<_>>(),
+        "cwd": std::env::current_dir().ok(),
+        "env": env,
+    })
 }
 
 /// Basic auth on everything but `/_standin/*`, then records the directory.
