@@ -78,6 +78,16 @@ impl Plan {
         self.reserved.retain(|(n, _)| *n != name);
     }
 
+    /// Takes a sidecar's reservation out of the plan, for a child started
+    /// later while the plan is shared: dropping it frees the port.
+    pub fn take_port(&mut self, name: &str) -> Vec<TcpListener> {
+        let (taken, kept) = std::mem::take(&mut self.reserved)
+            .into_iter()
+            .partition(|(n, _)| *n == name);
+        self.reserved = kept;
+        taken.into_iter().map(|(_, l)| l).collect()
+    }
+
     /// OpenCode as openwrk and owpenbot reach it (loopback for a wildcard listener).
     pub fn opencode_local_url(&self) -> String {
         format!(

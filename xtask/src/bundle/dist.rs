@@ -137,7 +137,9 @@ pub fn remove_stale_work_dirs(parent: &Path, note: &dyn Fn(String)) {
         };
         // Leftovers from before the pid was part of the name count as stale too.
         let owner = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-        if owner.is_some_and(|pid| pid == std::process::id() || openwrk::host::process::is_alive(pid)) {
+        if owner
+            .is_some_and(|pid| pid == std::process::id() || openwrk::host::process::is_alive(pid))
+        {
             continue;
         }
         if e.file_type().is_ok_and(|t| t.is_dir()) && std::fs::remove_dir_all(e.path()).is_ok() {
