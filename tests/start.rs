@@ -991,7 +991,7 @@ fn real_opencode_check_events() {
     let mut cmd = env.openwrk_with(
         "serve",
         &["--check", "--check-events", "--json"],
-        [Some(PathBuf::from(bin)), None, None],
+        [Some(bin), None, None],
     );
     openwrk_test_support::private_opencode_env(&mut cmd, &home);
     let (status, stdout, stderr) = run_to_end(cmd, Duration::from_secs(90));
