@@ -463,14 +463,21 @@ async fn resolve(
             Ok::<_, HostError>(r)
         }
     };
+    // Each sidecar has its own cache entry and lock: a first start downloads
+    // all three at once instead of one after another. Each runs to its end
+    // (nothing is cut off mid-download); the first failure in this order is
+    // the one reported.
+    let (opencode, openwork, owpenbot) =
+        tokio::join!(resolve_one(OPENCODE), resolve_one(OPENWORK_SERVER), async {
+            match args.no_owpenbot {
+                true => Ok(None),
+                false => resolve_one(OWPENBOT).await.map(Some),
+            }
+        },);
     Ok(Binaries {
-        opencode: resolve_one(OPENCODE).await?,
-        openwork: resolve_one(OPENWORK_SERVER).await?,
-        owpenbot: if args.no_owpenbot {
-            None
-        } else {
-            Some(resolve_one(OWPENBOT).await?)
-        },
+        opencode: opencode?,
+        openwork: openwork?,
+        owpenbot: owpenbot?,
     })
 }
 

@@ -283,5 +283,8 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
         CMD,
     ));
     println!("  reproduce: {CMD}");
+    if std::env::var_os("OPENWRK_BENCH_KEEP").is_some() {
+        println!("  kept {} (OPENWRK_BENCH_KEEP)", tmp.keep().display());
+    }
     Ok(figures)
 }
