@@ -19,10 +19,15 @@ fn main() {
     let cli = Cli::parse_from(openwrk::cli::upstream::normalize_args(
         std::env::args_os().collect(),
     ));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    // Worker threads cost a quick command (a listing, a state-file edit, a
+    // request to the daemon) a good share of its few milliseconds; only the
+    // commands that download, hash or supervise get them.
+    let mut runtime = if needs_workers(&cli.command) {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = runtime.enable_all().build().expect("tokio runtime");
     let json = cli.global.json;
     let code = runtime.block_on(run(cli)).unwrap_or_else(|f| {
         // With --json a failure is the one JSON document on stdout too.
@@ -34,6 +39,15 @@ fn main() {
         f.code
     });
     std::process::exit(code);
+}
+
+fn needs_workers(command: &Command) -> bool {
+    use openwrk::cli::SidecarsCommand;
+    match command {
+        Command::Sidecars(c) => !matches!(c, SidecarsCommand::List | SidecarsCommand::Prune { .. }),
+        Command::Start(_) | Command::Serve(_) | Command::Daemon(_) => true,
+        _ => false,
+    }
 }
 
 async fn run(cli: Cli) -> Result<i32, Failure> {

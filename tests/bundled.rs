@@ -31,16 +31,27 @@ fn install(m: &Mirror) -> PathBuf {
 }
 
 fn list(dir: &Path, data: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new(dir.join("openwrk"))
-        .args(["sidecars", "list", "--json"])
-        .args(extra)
-        .env("OPENWRK_DATA_DIR", data)
-        .env_remove("OPENWRK_SIDECAR_BASE_URL")
-        .env_remove("OPENWRK_SIDECAR_SOURCE")
-        .env_remove("OPENWRK_OPENCODE_SOURCE")
-        .env_remove("OPENWRK_SIDECAR_DIR")
-        .output()
-        .unwrap()
+    let mut tries = 0;
+    loop {
+        let out = Command::new(dir.join("openwrk"))
+            .args(["sidecars", "list", "--json"])
+            .args(extra)
+            .env("OPENWRK_DATA_DIR", data)
+            .env_remove("OPENWRK_SIDECAR_BASE_URL")
+            .env_remove("OPENWRK_SIDECAR_SOURCE")
+            .env_remove("OPENWRK_OPENCODE_SOURCE")
+            .env_remove("OPENWRK_SIDECAR_DIR")
+            .output();
+        match out {
+            // The copied binary is "busy" while a process that another test
+            // thread forks meanwhile still holds the copy's write descriptor.
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            out => return out.unwrap(),
+        }
+    }
 }
 
 /// Every record under `<data dir>/bundled/`, with the inode it has now.

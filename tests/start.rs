@@ -383,6 +383,46 @@ fn openwork_server_crashing_stops_the_run() {
     assert_nothing_left(&env);
 }
 
+/// SPEC §5.1: OpenCode and the OpenWork server start together (the OpenWork
+/// server does not wait for OpenCode to be healthy); owpenbot only once
+/// OpenCode is healthy. OpenCode is made slow so the order is unambiguous.
+#[test]
+fn opencode_and_the_openwork_server_start_together_owpenbot_after() {
+    let env = Env::new();
+    let oc = env.wrapper("standin-opencode", "STANDIN_MODE=slow-start:2s", "");
+    let (status, stdout, stderr) = run_to_end(
+        env.openwrk_with("serve", &["--check", "--json"], [Some(oc), None, None]),
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{status:?}\n{stderr}");
+    let pairing: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let at = |needle: &str| {
+        stderr
+            .find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{stderr}"))
+    };
+    let ow_listening = at("listening on http://127.0.0.1:");
+    let ow_healthy = at("openwork-server is healthy at");
+    let oc_healthy = at("opencode is healthy at");
+    let bot_listening = at("owpenbot (standin) health server listening");
+    assert!(
+        stderr[ow_listening..].starts_with(&format!(
+            "listening on {}",
+            pairing["openwork"]["url"].as_str().unwrap()
+        )),
+        "the first listener is the OpenWork server:\n{stderr}"
+    );
+    assert!(
+        ow_listening < oc_healthy && ow_healthy < oc_healthy,
+        "the OpenWork server started and was healthy before OpenCode was:\n{stderr}"
+    );
+    assert!(
+        oc_healthy < bot_listening,
+        "owpenbot after OpenCode:\n{stderr}"
+    );
+    assert_nothing_left(&env);
+}
+
 #[test]
 fn a_busy_explicit_port_fails_before_anything_starts() {
     let env = Env::new();

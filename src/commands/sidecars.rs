@@ -194,9 +194,9 @@ async fn fetch(global: &Global, resolver: &Resolver, targets: &[String]) -> Resu
         })?
     };
     let loaded = resolver.load_manifest(true).await?;
-    let mut rows = Vec::new();
-    for &target in &targets {
-        for name in SIDECARS {
+    let one = |name: &'static str, target: Target| {
+        let loaded = &loaded;
+        async move {
             let Some((entry, asset)) = loaded.manifest.target(name, target) else {
                 if name == crate::supply::manifest::OPENCODE {
                     let host = Target::host().ok() == Some(target);
@@ -204,20 +204,12 @@ async fn fetch(global: &Global, resolver: &Resolver, targets: &[String]) -> Resu
                     if !global.json {
                         eprintln!("{} [from GitHub releases]", r.describe());
                     }
-                    rows.push(row(
-                        name,
-                        &r.version,
-                        target,
-                        r.origin.as_str(),
-                        &r.path.display().to_string(),
-                        r.verified,
-                    ));
-                    continue;
+                    return Ok(Some(r));
                 }
                 if !global.json {
                     eprintln!("note: the manifest has no {name} for {target}; skipped");
                 }
-                continue;
+                return Ok(None);
             };
             let r = resolver
                 .cached_or_download(name, entry.version.as_str(), target, asset, &loaded.base)
@@ -225,8 +217,24 @@ async fn fetch(global: &Global, resolver: &Resolver, targets: &[String]) -> Resu
             if !global.json {
                 eprintln!("{}", r.describe());
             }
+            Ok::<_, Failure>(Some(r))
+        }
+    };
+    let mut rows = Vec::new();
+    for &target in &targets {
+        // A target's sidecars download at once (each has its own cache lock);
+        // every one runs to its end (nothing is cut off mid-download), and
+        // the first failure in manifest order is the one reported.
+        let resolved =
+            futures_util::future::join_all(SIDECARS.iter().map(|&name| one(name, target))).await;
+        for r in resolved
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+        {
             rows.push(row(
-                name,
+                &r.name,
                 &r.version,
                 target,
                 r.origin.as_str(),

@@ -78,6 +78,16 @@ impl Plan {
         self.reserved.retain(|(n, _)| *n != name);
     }
 
+    /// Takes a sidecar's reservation out of the plan, for a child started
+    /// later while the plan is shared: dropping it frees the port.
+    pub fn take_port(&mut self, name: &str) -> Vec<TcpListener> {
+        let (taken, kept) = std::mem::take(&mut self.reserved)
+            .into_iter()
+            .partition(|(n, _)| *n == name);
+        self.reserved = kept;
+        taken.into_iter().map(|(_, l)| l).collect()
+    }
+
     /// OpenCode as openwrk and owpenbot reach it (loopback for a wildcard listener).
     pub fn opencode_local_url(&self) -> String {
         format!(
@@ -453,14 +463,21 @@ async fn resolve(
             Ok::<_, HostError>(r)
         }
     };
+    // Each sidecar has its own cache entry and lock: a first start downloads
+    // all three at once instead of one after another. Each runs to its end
+    // (nothing is cut off mid-download); the first failure in this order is
+    // the one reported.
+    let (opencode, openwork, owpenbot) =
+        tokio::join!(resolve_one(OPENCODE), resolve_one(OPENWORK_SERVER), async {
+            match args.no_owpenbot {
+                true => Ok(None),
+                false => resolve_one(OWPENBOT).await.map(Some),
+            }
+        },);
     Ok(Binaries {
-        opencode: resolve_one(OPENCODE).await?,
-        openwork: resolve_one(OPENWORK_SERVER).await?,
-        owpenbot: if args.no_owpenbot {
-            None
-        } else {
-            Some(resolve_one(OWPENBOT).await?)
-        },
+        opencode: opencode?,
+        openwork: openwork?,
+        owpenbot: owpenbot?,
     })
 }
 

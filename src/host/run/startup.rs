@@ -2,6 +2,7 @@
 //! together (the real OpenWork server answers `/health` before OpenCode is
 //! up), owpenbot once OpenCode is healthy (its health reports OpenCode's).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +16,10 @@ use crate::host::supervise::{self, Child, STOP_GRACE};
 use crate::host::HostError;
 use crate::supply::manifest::{OPENCODE, OPENWORK_SERVER, OWPENBOT};
 use crate::supply::resolve::Resolver;
+
+/// How long a failed OpenWork server waits for a starting OpenCode to fail
+/// too (a report drains the child's last log lines for up to 0.5 s).
+const OPENCODE_REPORT: Duration = Duration::from_secs(1);
 
 /// Every child started so far, so a signal or failure at any point stops them all.
 #[derive(Clone, Default)]
@@ -75,41 +80,47 @@ pub(super) async fn startup(
     let prober = Prober::new().map_err(|e| HostError::Runtime(e.to_string()))?;
     let timeout = Duration::from_secs(config.options.startup_timeout);
 
+    // We chose OpenCode's port and credentials, so the OpenWork server's
+    // flags are complete before OpenCode is up: neither waits for the other.
     plan.release_port(OPENCODE);
-    let opencode = children
-        .spawn(&plan.opencode_spec(), &plan.bins.opencode, logger)
-        .await?;
-    let endpoint = Endpoint::OpenCode {
-        base: plan.opencode_local_url(),
-        authorization: plan.authorization(),
-    };
-    let oc = wait_ready(&opencode, &endpoint, &prober, timeout, logger).await?;
-    let oc_version = version_of(&oc, &plan.bins.opencode.version);
-    logger.info(&format!(
-        "opencode is healthy at {} (pid {}, version {}, {} ms)",
-        plan.opencode_local_url(),
-        opencode.pid,
-        oc_version.as_deref().unwrap_or("unknown"),
-        opencode.started.elapsed().as_millis()
-    ));
-
     plan.release_port(OPENWORK_SERVER);
-    let openwork = children
-        .spawn(&plan.openwork_spec(), &plan.bins.openwork, logger)
-        .await?;
-    plan.release_port(OWPENBOT);
-    let owpenbot = match plan.owpenbot_spec() {
-        Some(spec) => {
-            let bin = plan.bins.owpenbot.as_ref().expect("a spec has a binary");
-            Some(children.spawn(&spec, bin, logger).await?)
-        }
-        None => None,
-    };
-    let ow_endpoint = Endpoint::OpenWork {
-        base: plan.openwork_local_url(),
-    };
-    let bot_wait = async {
-        match (&owpenbot, plan.owpenbot_url()) {
+    let bot_port = plan.take_port(OWPENBOT);
+    let (oc_spec, ow_spec) = (plan.opencode_spec(), plan.openwork_spec());
+    let (opencode, openwork) = tokio::join!(
+        children.spawn(&oc_spec, &plan.bins.opencode, logger),
+        children.spawn(&ow_spec, &plan.bins.openwork, logger),
+    );
+    // Both were awaited, so whichever started is in `children` and is stopped
+    // with the rest; OpenCode's failure is named first.
+    let (opencode, openwork) = (opencode?, openwork?);
+
+    let shared = &plan;
+    let opencode_up = AtomicBool::new(false);
+    let opencode_side = async {
+        let endpoint = Endpoint::OpenCode {
+            base: shared.opencode_local_url(),
+            authorization: shared.authorization(),
+        };
+        let oc = wait_ready(&opencode, &endpoint, &prober, timeout, logger).await?;
+        opencode_up.store(true, Ordering::SeqCst);
+        let oc_version = version_of(&oc, &shared.bins.opencode.version);
+        logger.info(&format!(
+            "opencode is healthy at {} (pid {}, version {}, {} ms)",
+            shared.opencode_local_url(),
+            opencode.pid,
+            oc_version.as_deref().unwrap_or("unknown"),
+            opencode.started.elapsed().as_millis()
+        ));
+        // owpenbot's health reports OpenCode's, so it starts only now.
+        drop(bot_port);
+        let owpenbot = match shared.owpenbot_spec() {
+            Some(spec) => {
+                let bin = shared.bins.owpenbot.as_ref().expect("a spec has a binary");
+                Some(children.spawn(&spec, bin, logger).await?)
+            }
+            None => None,
+        };
+        let bot = match (&owpenbot, shared.owpenbot_url()) {
             (Some(child), Some(base)) => Some(
                 wait_ready(
                     child,
@@ -121,20 +132,26 @@ pub(super) async fn startup(
                 .await,
             ),
             _ => None,
-        }
+        };
+        Ok::<_, HostError>((oc_version, owpenbot, bot))
     };
-    let (ow, bot) = tokio::join!(
-        wait_ready(&openwork, &ow_endpoint, &prober, timeout, logger),
-        bot_wait
-    );
-    let ow = ow?;
-    let ow_version = version_of(&ow, &plan.bins.openwork.version);
-    logger.info(&format!(
-        "openwork-server is healthy at {} (pid {}, version {})",
-        plan.openwork_local_url(),
-        openwork.pid,
-        ow_version.as_deref().unwrap_or("unknown")
-    ));
+    let openwork_side = async {
+        let endpoint = Endpoint::OpenWork {
+            base: shared.openwork_local_url(),
+        };
+        let ow = wait_ready(&openwork, &endpoint, &prober, timeout, logger).await?;
+        let ow_version = version_of(&ow, &shared.bins.openwork.version);
+        logger.info(&format!(
+            "openwork-server is healthy at {} (pid {}, version {})",
+            shared.openwork_local_url(),
+            openwork.pid,
+            ow_version.as_deref().unwrap_or("unknown")
+        ));
+        Ok::<_, HostError>(ow_version)
+    };
+    let ((oc_version, owpenbot, bot), ow_version) =
+        both_ready(&opencode_up, opencode_side, openwork_side).await?;
+
     let (owpenbot, owpenbot_note) = match (owpenbot, bot) {
         (Some(child), Some(Ok(probe))) => {
             let note = match &probe {
@@ -176,6 +193,39 @@ pub(super) async fn startup(
         openwork,
         owpenbot,
     })
+}
+
+/// Waits for both sides at once; the first failure ends the wait. When the
+/// OpenWork server fails while OpenCode is still starting, OpenCode gets a
+/// moment to fail too and is then the one named: a broken environment
+/// (or a bad binary) takes both down, and OpenCode is the root the other
+/// depends on.
+async fn both_ready<A, B>(
+    opencode_up: &AtomicBool,
+    opencode_side: impl std::future::Future<Output = Result<A, HostError>>,
+    openwork_side: impl std::future::Future<Output = Result<B, HostError>>,
+) -> Result<(A, B), HostError> {
+    tokio::pin!(opencode_side, openwork_side);
+    let (mut a, mut b) = (None, None);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut opencode_side, if a.is_none() => a = Some(r?),
+            r = &mut openwork_side, if b.is_none() => match r {
+                Ok(v) => b = Some(v),
+                Err(e) if a.is_none() && !opencode_up.load(Ordering::SeqCst) => {
+                    return match tokio::time::timeout(OPENCODE_REPORT, &mut opencode_side).await {
+                        Ok(Err(oc)) => Err(oc),
+                        _ => Err(e),
+                    };
+                }
+                Err(e) => return Err(e),
+            },
+        }
+        if let (Some(_), Some(_)) = (&a, &b) {
+            return Ok((a.take().expect("set"), b.take().expect("set")));
+        }
+    }
 }
 
 /// The version a health answer reported, else the resolved one (unless unknown).

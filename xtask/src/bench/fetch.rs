@@ -134,6 +134,7 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
         // SPEC §10's shell script: the archive streamed through a hasher into
         // tar, then the extracted binary hashed; the plain files downloaded
         // to disk and hashed.
+        let opencode_bin = format!("opencode{}", std::env::consts::EXE_SUFFIX);
         let download = format!(
             "set -euo pipefail; cd {out}; \
              curl -sf {a} | tee >({hasher} > a.sha) | tar xz; {hasher} {bin} >/dev/null; \
@@ -141,7 +142,7 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
              curl -sf -o o.bin {o}; {hasher} o.bin >/dev/null",
             out = out.display(),
             a = url(&archive),
-            bin = format!("opencode{}", std::env::consts::EXE_SUFFIX),
+            bin = opencode_bin,
             s = url(&plain[0]),
             o = url(&plain[1]),
         );
@@ -282,5 +283,8 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
         CMD,
     ));
     println!("  reproduce: {CMD}");
+    if std::env::var_os("OPENWRK_BENCH_KEEP").is_some() {
+        println!("  kept {} (OPENWRK_BENCH_KEEP)", tmp.keep().display());
+    }
     Ok(figures)
 }

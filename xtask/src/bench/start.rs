@@ -1,7 +1,8 @@
 //! `bench start`: launch to all healthy with the real OpenCode (stand-in
 //! OpenWork server and Owpenbot), against OpenCode alone started with the
 //! same arguments and a private HOME and polled by an independent prober: curl
-//! with a 0.25 s timeout every 20 ms (SPEC §10), never openwrk's own probes.
+//! with a 0.25 s timeout every 20 ms (SPEC §10; one curl process, `--rate
+//! 50/s`), never openwrk's own probes.
 //! The two are measured alternately, so load on the machine hits both alike.
 
 use std::io::BufRead;
@@ -34,30 +35,51 @@ fn opencode_alone(opencode: &Path, home: &Path, workspace: &Path) -> anyhow::Res
         .stderr(Stdio::null());
     openwrk_test_support::private_opencode_env(&mut cmd, home);
     let url = format!("http://127.0.0.1:{port}/global/health");
+    // One curl process makes every probe (`--rate`: one request every 20 ms,
+    // each with its own 0.25 s limit): a curl started per probe costs a
+    // process start-up every 20 ms, CPU that the 2-core machine would take
+    // from OpenCode's own start and so slow the baseline down.
+    let probes = home.with_extension("curl-probes");
+    let mut config = String::new();
+    for _ in 0..(60_000 / 20) {
+        config.push_str(&format!("url = \"{url}\"\n"));
+    }
+    std::fs::write(&probes, config)?;
     let started = Instant::now();
     let mut child = cmd.spawn()?;
-    let result = loop {
-        let tick = Instant::now();
-        let out = Command::new("curl")
-            .args(["-s", "-m", "0.25", "-u", "opencode:bench"])
-            .arg(&url)
-            .stdin(Stdio::null())
-            .output()?;
-        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"healthy\":true")
-        {
-            break Ok(started.elapsed());
+    let mut curl = Command::new("curl")
+        .args([
+            "-sN",
+            "-m",
+            "0.25",
+            "--rate",
+            "50/s",
+            "-u",
+            "opencode:bench",
+        ])
+        .args(["-w", "\\n"])
+        .arg("-K")
+        .arg(&probes)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let answers = std::io::BufReader::new(curl.stdout.take().expect("piped"));
+    let mut healthy = None;
+    for line in answers.lines() {
+        if line?.contains("\"healthy\":true") {
+            healthy = Some(started.elapsed());
+            break;
         }
-        if let Some(status) = child.try_wait()? {
-            break Err(anyhow::anyhow!("OpenCode alone exited ({status})"));
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            break Err(anyhow::anyhow!(
-                "OpenCode alone was not healthy within 60 s"
-            ));
-        }
-        if let Some(rest) = Duration::from_millis(20).checked_sub(tick.elapsed()) {
-            std::thread::sleep(rest);
-        }
+    }
+    let _ = curl.kill();
+    let _ = curl.wait();
+    let result = match (healthy, child.try_wait()?) {
+        (Some(took), _) => Ok(took),
+        (None, Some(status)) => Err(anyhow::anyhow!("OpenCode alone exited ({status})")),
+        (None, None) => Err(anyhow::anyhow!(
+            "OpenCode alone was not healthy within 60 s"
+        )),
     };
     // Stopped like openwrk stops it (SIGTERM, SIGKILL after 5 s): an unclean
     // exit would slow the next start down (database recovery).
