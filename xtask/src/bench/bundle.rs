@@ -112,7 +112,7 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
         slowest.as_secs_f64()
     );
 
-    let bundle = |mode: &str| -> anyhow::Result<(Duration, u64, f64)> {
+    let bundle = |mode: &str| -> anyhow::Result<super::Timed> {
         let mut cmd = Command::new(&xtask);
         cmd.arg("bundle")
             .arg("--out")
@@ -130,9 +130,13 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
             .stdout(std::process::Stdio::null());
         run_timed(cmd)
     };
-    let (download_only, peak_download, cpu_download) = bundle("download")?;
+    let run = bundle("download")?;
+    let (download_only, peak_download, cpu_download) = (run.took, run.kib, run.cpu);
+    phases("--mode download", &run);
     let _ = std::fs::remove_dir_all(tmp.path().join("dist-download"));
-    let (both, peak_both, cpu_both) = bundle("both")?;
+    let run = bundle("both")?;
+    let (both, peak_both, cpu_both) = (run.took, run.kib, run.cpu);
+    phases("both modes", &run);
     let peak_kib = peak_download.max(peak_both);
     let r_download = download_only.as_secs_f64() / slowest.as_secs_f64();
     println!(
@@ -312,6 +316,21 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
     ));
     println!("  reproduce: {CMD}");
     Ok(figures)
+}
+
+/// Where a bundle's time went, from its progress lines.
+fn phases(label: &str, run: &super::Timed) {
+    let at = |needle: &str| {
+        run.last(needle)
+            .map_or("–".to_string(), |t| format!("{:.2} s", t.as_secs_f64()))
+    };
+    println!(
+        "  {label}: last download done {}, last prebuilt copied {}, bundled archive written {}, done {:.2} s",
+        at("downloaded "),
+        at("copied "),
+        at("wrote openwrk-"),
+        run.took.as_secs_f64()
+    );
 }
 
 /// CPU seconds (user + system) that public tools need for the work every

@@ -366,12 +366,35 @@ pub fn verdict(ok: bool) -> &'static str {
 
 /// Runs a command to completion; wall time and its peak RSS in KiB (`/usr/bin/time -f %M`).
 pub fn run_measured(cmd: Command) -> anyhow::Result<(Duration, u64)> {
-    run_timed(cmd).map(|(took, kib, _)| (took, kib))
+    run_timed(cmd).map(|t| (t.took, t.kib))
 }
 
-/// Runs a command to completion: wall time, peak RSS in KiB and CPU seconds
-/// (user + system, children included) from `/usr/bin/time -f "%M %U %S"`.
-pub fn run_timed(cmd: Command) -> anyhow::Result<(Duration, u64, f64)> {
+/// One measured run of a command.
+pub struct Timed {
+    pub took: Duration,
+    /// Peak RSS in KiB.
+    pub kib: u64,
+    /// CPU seconds, user + system, children included.
+    pub cpu: f64,
+    /// Every stderr line and when it arrived (phases of the run).
+    pub lines: Vec<(Duration, String)>,
+}
+
+impl Timed {
+    /// When the last line containing `needle` arrived.
+    pub fn last(&self, needle: &str) -> Option<Duration> {
+        self.lines
+            .iter()
+            .rev()
+            .find(|(_, l)| l.contains(needle))
+            .map(|(t, _)| *t)
+    }
+}
+
+/// Runs a command to completion: wall time, peak RSS and CPU seconds from
+/// `/usr/bin/time -f "%M %U %S"`, and its stderr lines with their arrival times.
+pub fn run_timed(cmd: Command) -> anyhow::Result<Timed> {
+    use std::io::BufRead;
     let rss_file = tempfile::NamedTempFile::new()?;
     let mut timed = Command::new("/usr/bin/time");
     timed
@@ -387,14 +410,30 @@ pub fn run_timed(cmd: Command) -> anyhow::Result<(Duration, u64, f64)> {
             None => timed.env_remove(k),
         };
     }
-    timed.stdout(std::process::Stdio::null());
+    timed
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
     let started = Instant::now();
-    let status = timed
-        .status()
+    let mut child = timed
+        .spawn()
         .context("/usr/bin/time is needed to measure peak RSS")?;
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(child.stderr.take().expect("piped")).lines() {
+        lines.push((started.elapsed(), line?));
+    }
+    let status = child.wait()?;
     let took = started.elapsed();
     if !status.success() {
-        bail!("benchmarked command failed ({status})");
+        let tail: Vec<&str> = lines
+            .iter()
+            .rev()
+            .take(20)
+            .map(|(_, l)| l.as_str())
+            .collect();
+        bail!(
+            "benchmarked command failed ({status}); its last lines:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
     let text = std::fs::read_to_string(rss_file.path())?;
     let fields: Vec<&str> = text
@@ -408,7 +447,12 @@ pub fn run_timed(cmd: Command) -> anyhow::Result<(Duration, u64, f64)> {
         .iter()
         .filter_map(|v| v.parse::<f64>().ok())
         .sum();
-    Ok((took, kib, cpu))
+    Ok(Timed {
+        took,
+        kib,
+        cpu,
+        lines,
+    })
 }
 
 /// The 1-minute load average (Linux), to say how busy the machine was.
