@@ -173,7 +173,7 @@ fn checks(
             .arg(server)
             .args(["--openwork-port", &free_port()?.to_string()])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(flag) = s.no_bridge {
             cmd.arg(flag);
@@ -187,14 +187,20 @@ fn checks(
             passes += 1;
             times.push(took);
         } else {
-            let err = String::from_utf8_lossy(&out.stderr);
-            let last = err
+            // Upstream logs to stdout, we to stderr: the last line of either.
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push('\n');
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            let last = text
                 .lines()
                 .rev()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("");
             failure = if out.status.code() == Some(124) {
-                format!("no result within {CHECK_TIMEOUT_SECS} s")
+                format!(
+                    "no result within {CHECK_TIMEOUT_SECS} s; its last line: {}",
+                    last.chars().take(160).collect::<String>()
+                )
             } else {
                 format!(
                     "exit {:?}: {}",
@@ -267,9 +273,14 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
             Ok(d) => format!("{:.1} ms", d.as_secs_f64() * 1e3),
             Err(e) => format!("failed: {e}"),
         };
-        // Warm resolution needs a command that resolves without starting anything.
-        let warm = if help_text(&s.bin).contains("sidecars") {
-            "see the warm-resolution figures above".to_string()
+        // Warm resolution needs a command that resolves without starting
+        // anything: a `sidecars` command in the help's command list.
+        let has_sidecars_command = help_text(&s.bin)
+            .lines()
+            .any(|l| l.trim_start().starts_with("sidecars ") && l.starts_with("  "));
+        let warm = if has_sidecars_command {
+            "`sidecars list`, measured by `cargo xtask bench fetch` (the warm-resolution figures)"
+                .to_string()
         } else {
             "not measurable: no command resolves the sidecars without starting them (`--help` lists none)".to_string()
         };

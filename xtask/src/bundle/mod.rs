@@ -4,8 +4,9 @@
 //!
 //! `fetch` gets the assets (every download at once, decompressed and hashed
 //! as it arrives; prebuilt files copied and hashed meanwhile), `pack` writes
-//! the bundled archives (gzip on all cores through `pgzip`), `dist` the rest
-//! of `dist/`.
+//! the bundled archives (each tar entry gzip-compressed on all cores through
+//! `pgzip` as soon as its file exists, overlapping the downloads), `dist` the
+//! rest of `dist/`.
 
 mod dist;
 mod fetch;
@@ -155,6 +156,13 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
         Vec::new()
     };
     let bundled: BTreeSet<Target> = openwrk_bins.iter().map(|(t, _)| *t).collect();
+    // tar.gz archives are compressed entry by entry as their files appear,
+    // on the cores the downloads leave idle.
+    let packer = pack::Packer::new(work.path().join("packed"), epoch.unwrap_or(0))?;
+    let packs = |t: Target| bundled.contains(&t) && !t.is_windows();
+    for (target, bin) in openwrk_bins.iter().filter(|(t, _)| packs(*t)) {
+        packer.start(pack::openwrk_entry(*target), bin.clone());
+    }
 
     let mut versions = BTreeMap::new();
     let mut sources = BTreeMap::new();
@@ -244,6 +252,11 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
                             dir.display()
                         );
                     }
+                    if packs(target) {
+                        // The file read for the archive is hashed and must
+                        // match the copy's digest the manifest gets.
+                        packer.start(pack::sidecar_entry(target, &config, name), src.clone());
+                    }
                     prebuilt.push(Prebuilt {
                         sidecar: name.clone(),
                         target,
@@ -268,7 +281,15 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
                     .join(&job.sidecar)
                     .join(job.target.id())
             });
-            fetch::download(&downloader, job, &assets_dir, bin_dir, &progress)
+            let (packer, config) = (&packer, &config);
+            let download = fetch::download(&downloader, job, &assets_dir, bin_dir, &progress);
+            async move {
+                let f = download.await?;
+                if let Some(bin) = f.binary_path.clone().filter(|_| packs(f.target)) {
+                    packer.start(pack::sidecar_entry(f.target, config, &f.sidecar), bin);
+                }
+                Ok(f)
+            }
         })
         .buffer_unordered(parallel)
         .collect::<Vec<_>>();
@@ -319,6 +340,7 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
             &fetched,
             &config,
             epoch.unwrap_or(0),
+            &packer,
         )?;
         progress.line(&format!("wrote {name}"));
         if let Some(sha) = sha {

@@ -1,25 +1,33 @@
 //! Parallel gzip for bundled archives, on all cores (pigz's `--independent`
 //! mode): the input is cut into fixed 1 MiB blocks, each deflated on its own
-//! thread with no history, ended with a sync flush (the last one finishes the
-//! stream), and the pieces are written in order behind one gzip header, with
-//! the CRC-32 combined from the blocks'. The output depends only on the input
-//! and the level, never on the number of threads or their timing, and the
-//! header carries no file name and no timestamp (SPEC §2.4), so bundles stay
+//! thread with no history and ended with a sync flush ([`Blocks`]), and the
+//! pieces are written in order behind one gzip header, then an empty final
+//! block and the CRC-32 combined from the blocks' ([`concat`]). The output depends only on the input and
+//! the level, never on the number of threads or their timing, and the header
+//! carries no file name and no timestamp (SPEC §2.4), so bundles stay
 //! byte-reproducible.
+//!
+//! Because no block depends on another, separately deflated parts (each a
+//! tar entry, compressed while the bundler still downloads) join into one
+//! stream, and the result depends only on the parts' bytes.
 //!
 //! Hand-written on flate2 (zlib-rs, the crate the library already uses)
 //! rather than taken from a parallel-gzip crate: those pull in their own
 //! compression backends and thread pools and do not promise a fixed
-//! header, and this is ~150 lines.
+//! header, and this is ~200 lines.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::thread::JoinHandle;
 
-use flate2::{Compress, Compression, FlushCompress, Status};
+use flate2::{Compress, Compression, FlushCompress};
 
 /// Uncompressed bytes per independently deflated block.
 const BLOCK: usize = 1 << 20;
+
+/// An empty final deflate block (fixed Huffman codes, end of block at once):
+/// what ends a stream whose blocks all end with a sync flush.
+const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
 
 /// One compressed block: the deflate bytes, the CRC-32 of its input.
 struct Piece {
@@ -27,7 +35,9 @@ struct Piece {
     crc: crc32fast::Hasher,
 }
 
-pub struct ParGz<W: Write> {
+/// Raw deflate data of what is written, in independent blocks, each ended
+/// with a sync flush (no final block): a part of a gzip stream.
+pub struct Blocks<W: Write> {
     out: W,
     level: u32,
     block: Vec<u8>,
@@ -36,21 +46,14 @@ pub struct ParGz<W: Write> {
     max_in_flight: usize,
     crc: crc32fast::Hasher,
     size: u64,
+    /// Writes after [`Blocks::close`] are dropped.
+    closed: bool,
 }
 
-impl<W: Write> ParGz<W> {
-    /// A gzip stream at `level` into `out`, using every core.
-    pub fn new(mut out: W, level: u32) -> io::Result<ParGz<W>> {
-        // ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL OS=255 (unknown), as flate2's
-        // GzBuilder writes it with mtime 0 and operating_system 255.
-        let xfl = match level {
-            9.. => 2,
-            1 => 4,
-            _ => 0,
-        };
-        out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255])?;
+impl<W: Write> Blocks<W> {
+    pub fn new(out: W, level: u32) -> Blocks<W> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Ok(ParGz {
+        Blocks {
             out,
             level,
             block: Vec::with_capacity(BLOCK),
@@ -58,12 +61,19 @@ impl<W: Write> ParGz<W> {
             max_in_flight: threads,
             crc: crc32fast::Hasher::new(),
             size: 0,
-        })
+            closed: false,
+        }
     }
 
-    /// Hands the full block to a thread; writes out the oldest ones while
-    /// too many are in flight (memory stays at a few blocks per core).
-    fn submit(&mut self, last: bool) -> io::Result<()> {
+    /// Drops every later write: a tar builder ends with end-of-archive
+    /// records that do not belong to a part holding a single entry.
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Hands the block to a thread; writes out the oldest ones while too
+    /// many are in flight (memory stays at a few blocks per core).
+    fn submit(&mut self) -> io::Result<()> {
         let data = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
         let level = self.level;
         self.size += data.len() as u64;
@@ -71,11 +81,11 @@ impl<W: Write> ParGz<W> {
             let mut crc = crc32fast::Hasher::new();
             crc.update(&data);
             Piece {
-                deflated: deflate(&data, level, last),
+                deflated: deflate(&data, level),
                 crc,
             }
         }));
-        while self.in_flight.len() > self.max_in_flight || (last && !self.in_flight.is_empty()) {
+        while self.in_flight.len() > self.max_in_flight {
             self.write_oldest()?;
         }
         Ok(())
@@ -92,23 +102,29 @@ impl<W: Write> ParGz<W> {
         self.out.write_all(&piece.deflated)
     }
 
-    /// Ends the stream (the last block, CRC-32 and size trailer) and returns the writer.
-    pub fn finish(mut self) -> io::Result<W> {
-        self.submit(true)?;
-        let crc = std::mem::take(&mut self.crc).finalize();
-        self.out.write_all(&crc.to_le_bytes())?;
-        self.out.write_all(&(self.size as u32).to_le_bytes())?;
+    /// The last (short) block and everything in flight written out: the
+    /// writer, the CRC-32 and length of the input.
+    pub fn finish(mut self) -> io::Result<(W, crc32fast::Hasher, u64)> {
+        if !self.block.is_empty() {
+            self.submit()?;
+        }
+        while !self.in_flight.is_empty() {
+            self.write_oldest()?;
+        }
         self.out.flush()?;
-        Ok(self.out)
+        Ok((self.out, self.crc, self.size))
     }
 }
 
-impl<W: Write> Write for ParGz<W> {
+impl<W: Write> Write for Blocks<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
         let n = buf.len().min(BLOCK - self.block.len());
         self.block.extend_from_slice(&buf[..n]);
         if self.block.len() == BLOCK {
-            self.submit(false)?;
+            self.submit()?;
         }
         Ok(n)
     }
@@ -119,31 +135,61 @@ impl<W: Write> Write for ParGz<W> {
     }
 }
 
-/// Raw deflate of one block without history: a sync flush at its end (byte
-/// aligned, not final) so the next block's bytes can follow, or the final
-/// block of the stream.
-fn deflate(data: &[u8], level: u32, last: bool) -> Vec<u8> {
+/// ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL OS=255 (unknown), as flate2's
+/// GzBuilder writes it with mtime 0 and operating_system 255.
+fn header(level: u32) -> [u8; 10] {
+    let xfl = match level {
+        9.. => 2,
+        1 => 4,
+        _ => 0,
+    };
+    [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]
+}
+
+fn trailer(out: &mut impl Write, crc: crc32fast::Hasher, size: u64) -> io::Result<()> {
+    out.write_all(&FINAL_BLOCK)?;
+    out.write_all(&crc.finalize().to_le_bytes())?;
+    out.write_all(&(size as u32).to_le_bytes())?;
+    out.flush()
+}
+
+/// A part deflated by [`Blocks`] into a file.
+pub struct Deflated {
+    pub file: std::fs::File,
+    pub crc: crc32fast::Hasher,
+    pub size: u64,
+}
+
+/// One gzip stream of `parts` in order (what [`ParGz`] makes of their
+/// inputs written one after the other).
+pub fn concat<W: Write>(mut out: W, level: u32, parts: Vec<Deflated>) -> io::Result<W> {
+    out.write_all(&header(level))?;
+    let (mut crc, mut size) = (crc32fast::Hasher::new(), 0u64);
+    for mut part in parts {
+        part.file.rewind()?;
+        io::copy(&mut part.file, &mut out)?;
+        crc.combine(&part.crc);
+        size += part.size;
+    }
+    trailer(&mut out, crc, size)?;
+    Ok(out)
+}
+
+/// Raw deflate of one block without history, ended with a sync flush (byte
+/// aligned, not final) so the next block's bytes can follow.
+fn deflate(data: &[u8], level: u32) -> Vec<u8> {
     let mut c = Compress::new(Compression::new(level), false);
     let mut out = Vec::with_capacity(data.len() + data.len() / 8 + 1024);
-    let flush = if last {
-        FlushCompress::Finish
-    } else {
-        FlushCompress::Sync
-    };
     loop {
         let consumed = c.total_in() as usize;
-        let status = c
-            .compress_vec(&data[consumed..], &mut out, flush)
+        c.compress_vec(&data[consumed..], &mut out, FlushCompress::Sync)
             .expect("deflate of an in-memory block cannot fail");
-        let all_in = c.total_in() as usize == data.len();
-        match status {
-            Status::StreamEnd => break,
-            // A sync flush is complete once it left room in the buffer.
-            _ if !last && all_in && out.len() < out.capacity() => break,
-            _ => out.reserve(out.capacity().max(64 * 1024)),
+        // A sync flush is complete once it left room in the buffer.
+        if c.total_in() as usize == data.len() && out.len() < out.capacity() {
+            return out;
         }
+        out.reserve(out.capacity().max(64 * 1024));
     }
-    out
 }
 
 #[cfg(test)]
@@ -152,12 +198,13 @@ mod tests {
     use std::io::Read;
 
     fn gz(data: &[u8], level: u32) -> Vec<u8> {
-        let mut w = ParGz::new(Vec::new(), level).unwrap();
+        let mut w = Blocks::new(tempfile::tempfile().unwrap(), level);
         // Odd write sizes: block boundaries never depend on them.
         for chunk in data.chunks(777_777) {
             w.write_all(chunk).unwrap();
         }
-        w.finish().unwrap()
+        let (file, crc, size) = w.finish().unwrap();
+        concat(Vec::new(), level, vec![Deflated { file, crc, size }]).unwrap()
     }
 
     #[test]
@@ -188,5 +235,36 @@ mod tests {
                 assert!(child.wait().unwrap().success());
             }
         }
+    }
+
+    /// Parts deflated on their own join into one stream of their inputs, in order.
+    #[test]
+    fn concatenated_parts_decode_to_the_joined_input() {
+        let mut data = Vec::new();
+        openwrk_test_support::fixtures::write_executable_like(&mut data, 9, BLOCK as u64 + 999)
+            .unwrap();
+        let inputs: [&[u8]; 4] = [&data[..], b"", b"tar header", &data[..1000]];
+        let joined: Vec<u8> = inputs.concat();
+        let make = || {
+            let parts = inputs
+                .iter()
+                .map(|input| {
+                    let mut b = Blocks::new(tempfile::tempfile().unwrap(), 6);
+                    b.write_all(input).unwrap();
+                    b.close();
+                    b.write_all(b"dropped after close").unwrap();
+                    let (file, crc, size) = b.finish().unwrap();
+                    Deflated { file, crc, size }
+                })
+                .collect();
+            concat(Vec::new(), 6, parts).unwrap()
+        };
+        let a = make();
+        assert_eq!(a, make());
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&a[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, joined);
     }
 }
