@@ -202,7 +202,7 @@ fn pack_entry(
     source: Option<(&Path, bool)>,
     mtime: u64,
 ) -> anyhow::Result<Packed> {
-    let spill = BufWriter::with_capacity(256 << 10, tempfile::tempfile_in(dir)?);
+    let spill = BufWriter::with_capacity(64 << 10, tempfile::tempfile_in(dir)?);
     let mut blocks = Blocks::new(spill, LEVEL);
     let mut header = tar::Header::new_gnu();
     header.set_mtime(mtime);
@@ -227,7 +227,7 @@ fn pack_entry(
             header.set_mode(if executable { 0o755 } else { 0o644 });
             header.set_size(file.metadata()?.len());
             let mut reader = HashingReader {
-                inner: BufReader::with_capacity(256 << 10, file),
+                inner: BufReader::with_capacity(64 << 10, file),
                 sha: Sha256::new(),
                 size: 0,
             };

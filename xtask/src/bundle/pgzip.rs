@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Seek, Write};
+use std::sync::{Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use flate2::{Compress, Compression, FlushCompress};
@@ -28,6 +29,46 @@ const BLOCK: usize = 1 << 20;
 /// An empty final deflate block (fixed Huffman codes, end of block at once):
 /// what ends a stream whose blocks all end with a sync flush.
 const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
+
+/// Blocks being deflated at once, across every part of every archive: one
+/// per core keeps the cores busy, and memory at a few blocks however many
+/// entries compress side by side.
+static COMPRESSING: Permits = Permits::new();
+
+/// A counting semaphore (the bundler's threads are plain threads).
+struct Permits {
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Permits {
+    const fn new() -> Permits {
+        Permits {
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn acquire(&'static self) -> Permit {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *used >= cores {
+            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += 1;
+        Permit(self)
+    }
+}
+
+/// Returned on drop (a panicking thread too).
+struct Permit(&'static Permits);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        *self.0.used.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.0.freed.notify_one();
+    }
+}
 
 /// One compressed block: the deflate bytes, the CRC-32 of its input.
 struct Piece {
@@ -77,13 +118,16 @@ impl<W: Write> Blocks<W> {
         let data = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
         let level = self.level;
         self.size += data.len() as u64;
+        let permit = COMPRESSING.acquire();
         self.in_flight.push_back(std::thread::spawn(move || {
             let mut crc = crc32fast::Hasher::new();
             crc.update(&data);
-            Piece {
-                deflated: deflate(&data, level),
-                crc,
-            }
+            let mut deflated = deflate(&data, level);
+            deflated.shrink_to_fit();
+            // Released here, not when written out: a part waiting for a
+            // permit never holds back the pieces it still has to write.
+            drop(permit);
+            Piece { deflated, crc }
         }));
         while self.in_flight.len() > self.max_in_flight {
             self.write_oldest()?;
