@@ -31,8 +31,12 @@ impl Mirror {
 
     /// Nothing but lock files in the cache.
     fn assert_cache_clean(&self) {
-        let root = self.data().join("sidecars");
-        let mut stack = vec![root];
+        self.assert_clean(&self.data().join("sidecars"));
+    }
+
+    /// Nothing but lock files under `root`.
+    fn assert_clean(&self, root: &std::path::Path) {
+        let mut stack = vec![root.to_path_buf()];
         while let Some(dir) = stack.pop() {
             for e in std::fs::read_dir(&dir).into_iter().flatten() {
                 let e = e.unwrap();
@@ -147,7 +151,15 @@ fn decompression_bomb_is_refused() {
         5,
         &["larger than", &limit.to_string(), "decompression bomb"],
     );
-    m.assert_cache_clean();
+    // Nothing of the bomb is kept; the two genuine sidecars, which download
+    // alongside it, may be cached (verified).
+    m.assert_clean(&m.data().join("sidecars/opencode"));
+    for name in ["openwork-server", "owpenbot"] {
+        let dir = m.cache_dir(name);
+        if dir.join(name).exists() {
+            assert!(dir.join(".verified").is_file(), "{}", dir.display());
+        }
+    }
 }
 
 /// Unmounts on drop, so a failing test leaves no mount behind.
