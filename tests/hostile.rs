@@ -200,6 +200,7 @@ fn disk_full_leaves_no_partial_file_and_the_rest_of_the_cache_intact() {
     let cache = tmp.path().join("small-disk");
     let mount = Tmpfs::mount(&cache, "512k");
     if !openwrk_test_support::prerequisite(
+        "root",
         "a tmpfs mount (root) for the disk-full case",
         mount.is_some(),
     ) {
