@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 mod daemon;
+mod lazy;
 mod start;
 pub mod upstream;
 
 pub use daemon::{DaemonArgs, DaemonCommand, InstanceCommand, WorkspaceCommand};
+pub use lazy::{build_eagerly, Lazy};
 pub use start::{Approval, OpenCodeArgs, OpenCodeLogLevel, StartArgs};
 
 /// Help headings of the global options, apart from each command's own.
@@ -242,9 +244,9 @@ impl From<Color> for crate::host::log::Color {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start OpenCode, the OpenWork server and Owpenbot (dashboard on a TTY)
-    Start(Box<StartArgs>),
+    Start(Box<Lazy<StartArgs>>),
     /// Like `start --no-tui`: log output only
-    Serve(Box<StartArgs>),
+    Serve(Box<Lazy<StartArgs>>),
     /// Stop a detached run
     Stop {
         /// The run to stop [default: the newest detached run]
@@ -253,21 +255,21 @@ pub enum Command {
     },
     /// Inspect, prefetch, verify and prune the sidecar cache
     #[command(subcommand)]
-    Sidecars(SidecarsCommand),
+    Sidecars(Lazy<SidecarsCommand>),
     /// The router daemon (one OpenCode for many workspaces)
     #[command(subcommand)]
-    Daemon(DaemonCommand),
+    Daemon(Lazy<DaemonCommand>),
     /// Workspaces served by the daemon
     #[command(subcommand)]
-    Workspace(WorkspaceCommand),
+    Workspace(Lazy<WorkspaceCommand>),
     /// OpenCode instances
     #[command(subcommand)]
-    Instance(InstanceCommand),
+    Instance(Lazy<InstanceCommand>),
     /// Pending approvals on an OpenWork server
     #[command(subcommand)]
-    Approvals(ApprovalsCommand),
+    Approvals(Lazy<ApprovalsCommand>),
     /// Health and version of a running OpenWork server and OpenCode
-    Status(StatusArgs),
+    Status(Lazy<StatusArgs>),
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     Completions {
         /// The shell to complete for
@@ -545,7 +547,7 @@ mod tests {
             "10"
         ])
         .is_err());
-        let Command::Daemon(DaemonCommand::Run(d)) =
+        let Command::Daemon(Lazy(DaemonCommand::Run(d))) =
             parse(&["openwrk", "daemon", "run", "--opencode-workdir", "/w"])
                 .unwrap()
                 .command
@@ -560,7 +562,7 @@ mod tests {
             parse(&["openwrk", "workspace", "switch", "ws_1"])
                 .unwrap()
                 .command,
-            Command::Workspace(WorkspaceCommand::Switch { .. })
+            Command::Workspace(Lazy(WorkspaceCommand::Switch { .. }))
         ));
     }
 }

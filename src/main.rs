@@ -2,7 +2,7 @@
 //! to SPEC §9 exit codes.
 
 use clap::Parser;
-use openwrk::cli::{Cli, Command, InstanceCommand};
+use openwrk::cli::{Cli, Command, InstanceCommand, Lazy};
 use openwrk::commands::{self, Failure};
 
 fn main() {
@@ -44,7 +44,9 @@ fn main() {
 fn needs_workers(command: &Command) -> bool {
     use openwrk::cli::SidecarsCommand;
     match command {
-        Command::Sidecars(c) => !matches!(c, SidecarsCommand::List | SidecarsCommand::Prune { .. }),
+        Command::Sidecars(c) => {
+            !matches!(**c, SidecarsCommand::List | SidecarsCommand::Prune { .. })
+        }
         Command::Start(_) | Command::Serve(_) | Command::Daemon(_) => true,
         _ => false,
     }
@@ -52,22 +54,23 @@ fn needs_workers(command: &Command) -> bool {
 
 async fn run(cli: Cli) -> Result<i32, Failure> {
     match cli.command {
-        Command::Sidecars(command) => commands::sidecars::run(&cli.global, command).await,
-        Command::Start(args) => commands::start::run(&cli.global, *args, true).await,
-        Command::Serve(args) => commands::start::run(&cli.global, *args, false).await,
+        Command::Sidecars(command) => commands::sidecars::run(&cli.global, command.0).await,
+        Command::Start(args) => commands::start::run(&cli.global, args.0, true).await,
+        Command::Serve(args) => commands::start::run(&cli.global, args.0, false).await,
         Command::Stop { run_id } => commands::start::stop(&cli.global, run_id).await,
-        Command::Daemon(command) => commands::daemon::run(&cli.global, command).await,
-        Command::Workspace(command) => commands::workspace::run(&cli.global, command).await,
-        Command::Instance(InstanceCommand::Dispose { id }) => {
+        Command::Daemon(command) => commands::daemon::run(&cli.global, command.0).await,
+        Command::Workspace(command) => commands::workspace::run(&cli.global, command.0).await,
+        Command::Instance(Lazy(InstanceCommand::Dispose { id })) => {
             commands::daemon::dispose(&cli.global, &id).await
         }
-        Command::Approvals(command) => commands::approvals::run(&cli.global, command).await,
-        Command::Status(args) => commands::status::run(&cli.global, args).await,
+        Command::Approvals(command) => commands::approvals::run(&cli.global, command.0).await,
+        Command::Status(args) => commands::status::run(&cli.global, args.0).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             use std::io::Write;
             // Into a buffer first: `openwrk completions bash | head` must not panic on a closed pipe.
             let mut script = Vec::new();
+            openwrk::cli::build_eagerly();
             clap_complete::generate(shell, &mut Cli::command(), "openwrk", &mut script);
             if cli.global.json {
                 let script = String::from_utf8_lossy(&script);

@@ -58,3 +58,31 @@ fn daemon_run_help() {
 fn workspace_help() {
     insta::assert_snapshot!(help(&["workspace", "--help"]));
 }
+
+/// clap builds a command's arguments only when that command is parsed
+/// (`cli::Lazy`); every command's help must read exactly as if the whole
+/// tree had been built up front, which is how this test process builds it.
+#[test]
+fn every_command_reads_as_if_built_up_front() {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
+        let mut cmd = cmd.clone();
+        out.push((path.clone(), cmd.render_long_help().to_string()));
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let mut p = path.clone();
+            p.push(sub.get_name().to_string());
+            walk(sub, p, out);
+        }
+    }
+    openwrk::cli::build_eagerly();
+    let mut cli = openwrk::cli::Cli::command();
+    cli.build();
+    let mut expected = Vec::new();
+    walk(&cli, Vec::new(), &mut expected);
+    assert!(expected.len() > 20, "{}", expected.len());
+    for (path, eager) in expected {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        assert_eq!(help(&args), eager, "openwrk {}", args.join(" "));
+    }
+}

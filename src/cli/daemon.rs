@@ -6,20 +6,20 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::start::{OpenCodeArgs, OPENCODE};
-use super::SandboxArgs;
+use super::{Lazy, SandboxArgs};
 
 const DAEMON: &str = "Daemon";
 
 #[derive(Debug, Subcommand)]
 pub enum DaemonCommand {
     /// Run the router daemon in this process until stopped (= start --foreground)
-    Run(DaemonArgs),
+    Run(Lazy<DaemonArgs>),
     /// Start the router daemon (in the background unless --foreground) and print its URL
-    Start(DaemonArgs),
+    Start(Lazy<DaemonArgs>),
     /// Stop the daemon and its OpenCode
-    Stop(DaemonArgs),
+    Stop(Lazy<DaemonArgs>),
     /// The daemon's record and live health (--json for one document)
-    Status(DaemonArgs),
+    Status(Lazy<DaemonArgs>),
 }
 
 #[derive(Debug, Args)]

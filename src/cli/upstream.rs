@@ -205,8 +205,10 @@ mod tests {
                 envs(sub, out);
             }
         }
+        let mut cli = crate::cli::Cli::command();
+        cli.build();
         let mut ours = Vec::new();
-        envs(&crate::cli::Cli::command(), &mut ours);
+        envs(&cli, &mut ours);
         for (upstream, mine) in ENV_ALIASES {
             assert!(ours.iter().any(|o| o == mine), "{upstream} → {mine}");
         }
