@@ -18,7 +18,7 @@ use super::{
 use crate::demo;
 
 const CMD: &str = "cargo xtask bench start";
-const RUNS: usize = 5;
+const RUNS: usize = 7;
 
 /// OpenCode alone: launch until curl first gets `"healthy":true`.
 fn opencode_alone(opencode: &Path, home: &Path, workspace: &Path) -> anyhow::Result<Duration> {
