@@ -78,7 +78,7 @@ pub async fn download(
     };
     let (tx, reader) = openwrk::supply::download::tee();
     let (label, inner, out) = (dest.clone(), binary.clone(), bin_path.clone());
-    let stream = move || match kind {
+    let streaming = tokio::task::spawn_blocking(move || match kind {
         ArchiveKind::TarGz => Streamed::Tar(archive::extract_tar_gz_stream(
             reader,
             &label,
@@ -92,19 +92,11 @@ pub async fn download(
             out.as_deref(),
             archive::MAX_BINARY_SIZE,
         )),
-    };
-    // A target without a bundled archive only needs the binary's digest:
-    // that can wait behind the work a bundled archive waits for.
-    let streaming = async {
-        if bin_path.is_some() {
-            Ok(tokio::task::spawn_blocking(stream).await?)
-        } else {
-            super::priority::in_background(stream).await
-        }
-    };
-    let downloading = downloader.download_teed(&job.url, &dest, &job.expected, Some(tx));
-    let (downloaded, streamed) = tokio::join!(downloading, streaming);
-    let streamed = streamed?;
+    });
+    let downloaded = downloader
+        .download_teed(&job.url, &dest, &job.expected, Some(tx))
+        .await;
+    let streamed = streaming.await?;
     let digest = downloaded?;
     progress.line(&format!(
         "downloaded {} ({}, sha256 {})",

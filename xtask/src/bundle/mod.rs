@@ -12,7 +12,6 @@ mod dist;
 mod fetch;
 mod pack;
 mod pgzip;
-mod priority;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
@@ -297,11 +296,7 @@ pub async fn run(args: BundleArgs) -> anyhow::Result<Report> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let copies = futures_util::stream::iter(prebuilt)
         .map(|p| async {
-            let f = if packs(p.target) {
-                tokio::task::spawn_blocking(move || fetch::prebuilt(p)).await??
-            } else {
-                priority::in_background(move || fetch::prebuilt(p)).await??
-            };
+            let f = tokio::task::spawn_blocking(move || fetch::prebuilt(p)).await??;
             progress.line(&format!(
                 "copied {} ({}, sha256 {})",
                 f.asset,
