@@ -187,22 +187,35 @@ pub async fn bench() -> anyhow::Result<Vec<Figure>> {
     );
     println!("  reproduce: {CMD}");
     let n = d.len();
+    // On 2 cores OpenCode is CPU-bound under this load: every request the
+    // daemon relays takes its CPU from the cores OpenCode answers on.
+    let why = "missed: at concurrency 16 OpenCode keeps both cores busy (its direct latency is queueing behind its own \
+               CPU), so the daemon's relay work (accepting, checking the token, forwarding the request and streaming \
+               the answer back) is time OpenCode waits for a core; the ratios move between runs by more than the \
+               margin (rerun `cargo xtask bench proxy` to see the spread)";
+    let noted = |f: Figure, met: bool| if met { f } else { f.note(why) };
     Ok(vec![
-        Figure::ratio(
-            "daemon proxy p50 latency (2,000 GET /w/<id>/path, concurrency 16, ×2)",
-            format!("{:.2} ms", ms(p50)),
-            format!("OpenCode directly {:.2} ms ({n} requests)", ms(d50)),
-            r50,
-            1.15,
-            CMD,
+        noted(
+            Figure::ratio(
+                "daemon proxy p50 latency (2,000 GET /w/<id>/path, concurrency 16, ×2)",
+                format!("{:.2} ms", ms(p50)),
+                format!("OpenCode directly {:.2} ms ({n} requests)", ms(d50)),
+                r50,
+                1.15,
+                CMD,
+            ),
+            r50 <= 1.15,
         ),
-        Figure::ratio(
-            "daemon proxy p99 latency",
-            format!("{:.2} ms", ms(p99)),
-            format!("OpenCode directly {:.2} ms", ms(d99)),
-            r99,
-            1.3,
-            CMD,
+        noted(
+            Figure::ratio(
+                "daemon proxy p99 latency",
+                format!("{:.2} ms", ms(p99)),
+                format!("OpenCode directly {:.2} ms", ms(d99)),
+                r99,
+                1.3,
+                CMD,
+            ),
+            r99 <= 1.3,
         ),
         Figure::limit(
             "daemon peak RSS (VmHWM, after the load)",
