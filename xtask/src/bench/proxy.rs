@@ -16,6 +16,8 @@ use super::{real_opencode, release_openwrk, verdict, vm_hwm_kib, Figure};
 
 const CMD: &str = "cargo xtask bench proxy";
 const REQUESTS: usize = 2000;
+/// Requests per side before the other side's turn.
+const BLOCK: usize = 200;
 const CONCURRENCY: usize = 16;
 
 /// Latencies of `n` GETs of `url` at `CONCURRENCY`, sorted.
@@ -151,9 +153,12 @@ pub async fn bench() -> anyhow::Result<Vec<Figure>> {
         load(&client, &direct, &basic, 200).await?;
         load(&client, &proxied, &bearer, 200).await?;
         let (mut d, mut p) = (Vec::new(), Vec::new());
-        for _ in 0..2 {
-            d.extend(load(&client, &direct, &basic, REQUESTS).await?);
-            p.extend(load(&client, &proxied, &bearer, REQUESTS).await?);
+        // Twice REQUESTS each, alternating in blocks of 200: OpenCode's own
+        // latency drifts during a run, and long blocks would hand the drift
+        // to one side.
+        for _ in 0..(2 * REQUESTS / BLOCK) {
+            d.extend(load(&client, &direct, &basic, BLOCK).await?);
+            p.extend(load(&client, &proxied, &bearer, BLOCK).await?);
         }
         d.sort();
         p.sort();
