@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::supply::digest::{FileDigest, HashingWriter};
 
 mod write;
-pub use write::{write_tar, write_tar_gz, write_zip, ArchiveEntry};
+pub use write::{append_entry, with_dirs, write_tar, write_tar_gz, write_zip, ArchiveEntry};
 
 /// The archive format of an asset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -36,25 +36,13 @@ pub fn write_tar<W: Write>(out: W, entries: &[ArchiveEntry], mtime: u64) -> io::
     let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Deterministic);
     for (name, source) in with_dirs(entries) {
-        let mut header = tar::Header::new_gnu();
-        header.set_mtime(mtime);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_username("")?;
-        header.set_groupname("")?;
         match source {
-            None => {
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_mode(0o755);
-                header.set_size(0);
-                tar.append_data(&mut header, &name, io::empty())?;
-            }
+            None => append_entry(&mut tar, &name, None::<(io::Empty, u64, bool)>, mtime)?,
             Some(entry) => {
                 let f = File::open(&entry.source)?;
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_mode(if entry.executable { 0o755 } else { 0o644 });
-                header.set_size(f.metadata()?.len());
-                tar.append_data(&mut header, &name, BufReader::new(f))?;
+                let size = f.metadata()?.len();
+                let file = (BufReader::new(f), size, entry.executable);
+                append_entry(&mut tar, &name, Some(file), mtime)?;
             }
         }
     }
@@ -87,8 +75,39 @@ pub fn write_zip(out: &Path, entries: &[ArchiveEntry], mtime: u64) -> io::Result
     buf.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
+/// One entry of that layout: a directory when `file` is `None`, else the
+/// `size` bytes of `file` (`(reader, size, executable)`); fixed mtime,
+/// owners and modes (0755 for directories and executables, else 0644).
+pub fn append_entry<W: Write, R: io::Read>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    file: Option<(R, u64, bool)>,
+    mtime: u64,
+) -> io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_mtime(mtime);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_username("")?;
+    header.set_groupname("")?;
+    match file {
+        None => {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_size(0);
+            tar.append_data(&mut header, name, io::empty())
+        }
+        Some((reader, size, executable)) => {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(if executable { 0o755 } else { 0o644 });
+            header.set_size(size);
+            tar.append_data(&mut header, name, reader)
+        }
+    }
+}
+
 /// Entries plus their parent directories (as `None`), sorted by archive path.
-fn with_dirs(entries: &[ArchiveEntry]) -> Vec<(String, Option<&ArchiveEntry>)> {
+pub fn with_dirs(entries: &[ArchiveEntry]) -> Vec<(String, Option<&ArchiveEntry>)> {
     let mut all: std::collections::BTreeMap<String, Option<&ArchiveEntry>> = Default::default();
     for e in entries {
         let mut prefix = String::new();

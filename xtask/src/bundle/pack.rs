@@ -204,34 +204,23 @@ fn pack_entry(
 ) -> anyhow::Result<Packed> {
     let spill = BufWriter::with_capacity(64 << 10, tempfile::tempfile_in(dir)?);
     let mut blocks = Blocks::new(spill, LEVEL);
-    let mut header = tar::Header::new_gnu();
-    header.set_mtime(mtime);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_username("")?;
-    header.set_groupname("")?;
     let mut tar = tar::Builder::new(&mut blocks);
     tar.mode(tar::HeaderMode::Deterministic);
     let digest = match source {
         None => {
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_mode(0o755);
-            header.set_size(0);
-            tar.append_data(&mut header, name, std::io::empty())?;
+            archive::append_entry(&mut tar, name, None::<(std::io::Empty, u64, bool)>, mtime)?;
             None
         }
         Some((path, executable)) => {
             let file = std::fs::File::open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_mode(if executable { 0o755 } else { 0o644 });
-            header.set_size(file.metadata()?.len());
+            let size = file.metadata()?.len();
             let mut reader = HashingReader {
                 inner: BufReader::with_capacity(64 << 10, file),
                 sha: Sha256::new(),
                 size: 0,
             };
-            tar.append_data(&mut header, name, &mut reader)?;
+            archive::append_entry(&mut tar, name, Some((&mut reader, size, executable)), mtime)?;
             Some(FileDigest {
                 sha256: hex::encode(reader.sha.finalize()),
                 size: reader.size,
@@ -257,23 +246,6 @@ fn end_of_archive(dir: &Path) -> anyhow::Result<Deflated> {
     Ok(Deflated { file, crc, size })
 }
 
-/// Entries plus their parent directories (as `None`), sorted by archive
-/// path: the layout of [`archive::write_tar`].
-fn with_dirs(entries: &[ArchiveEntry]) -> Vec<(String, Option<&ArchiveEntry>)> {
-    let mut all: BTreeMap<String, Option<&ArchiveEntry>> = BTreeMap::new();
-    for e in entries {
-        let mut prefix = String::new();
-        let parts: Vec<&str> = e.name.split('/').collect();
-        for dir in &parts[..parts.len() - 1] {
-            prefix.push_str(dir);
-            prefix.push('/');
-            all.entry(prefix.clone()).or_insert(None);
-        }
-        all.insert(e.name.clone(), Some(e));
-    }
-    all.into_iter().collect()
-}
-
 /// The deflated parts of the tar stream [`archive::write_tar`] writes for
 /// `entries`, in order; an entry named in `expected` must have been read
 /// with that digest.
@@ -283,7 +255,7 @@ fn packed_tar(
     packer: &Packer,
 ) -> anyhow::Result<Vec<Deflated>> {
     let mut parts = Vec::new();
-    for (entry_name, entry) in with_dirs(entries) {
+    for (entry_name, entry) in archive::with_dirs(entries) {
         let packed = packer.take(
             &entry_name,
             entry.map(|e| (e.source.as_path(), e.executable)),
